@@ -1,0 +1,270 @@
+"""The ``saepress`` command line: one subcommand per user job.
+
+Heavy libraries (torch, prefect, dask, mlflow) are imported only inside the command that needs them, so
+``saepress --help`` answers at once. Exit codes: 0 success; 1 the job finished but found problems (each is
+listed); 2 usage or configuration error (one line on stderr saying what to do).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+saepress compresses whole image archives with a learned sparse-autoencoder codec.
+
+The pipeline: ingest (catalog an archive) -> extract (sample training patches) -> train (a codec model,
+tracked and registered in MLflow) -> compress (self-contained shards) -> decompress / get / verify.
+`saepress run` does all of it on one machine; `saepress serve` schedules the jobs with Prefect.
+
+With nothing configured everything is embedded: Prefect's ephemeral server, a Dask LocalCluster and MLflow
+on a SQLite file under $SAEPRESS_HOME. Point at real servers with PREFECT_API_URL, --dask-address
+(SAEPRESS_DASK_ADDRESS) and MLFLOW_TRACKING_URI, or put the settings in saepress.toml.
+"""
+
+EPILOG = """\
+exit codes: 0 success, 1 finished with problems (listed), 2 usage or configuration error.
+Run `saepress COMMAND --help` for each command's options."""
+
+
+class UsageError(Exception):
+    """Bad command-line input detected before any job starts."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line instead of argparse's usage dump
+        self.exit(EXIT_USAGE, f"saepress: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="saepress", description=DESCRIPTION, epilog=EPILOG, formatter_class=_formatter)
+    parser.add_argument("--version", action="version", version=f"saepress {_version()}")
+    parser.add_argument("--config", metavar="TOML", help="settings file (default: ./saepress.toml, or $SAEPRESS_CONFIG)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, summary: str, details: str, handler: Callable[[argparse.Namespace], int]):
+        p = sub.add_parser(name, help=summary, description=f"{summary}\n\n{details}", formatter_class=_formatter)
+        p.set_defaults(handler=handler)
+        return p
+
+    def dask_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dask-address", metavar="ADDR",
+                       help="Dask scheduler, e.g. tcp://host:8786 (env SAEPRESS_DASK_ADDRESS; default: a local cluster)")
+
+    p = command("ingest", "catalog an image archive into WORKDIR/catalog.parquet",
+                "SOURCE is a folder (recursive), a glob, a .tar/.tar.gz/.zip archive or an fsspec URL\n"
+                "(s3://bucket/prefix, memory://..., file://...). Every file gets a row: ok, duplicate, or rejected\n"
+                "with its reason. Re-running on a grown source adds only the new files.", _ingest)
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("--out", required=True, metavar="WORKDIR", help="folder for catalog.parquet")
+    p.add_argument("--max-pixels", type=int, metavar="N", help="reject images above N pixels (decompression bombs)")
+    dask_option(p)
+
+    p = command("extract", "sample training patches from the catalog into WORKDIR/patches",
+                "Dask workers read each `ok` image, sample patches in the codec's colour space and write Parquet\n"
+                "part files atomically. The train/validation split is by image.", _extract)
+    p.add_argument("workdir", metavar="WORKDIR")
+    p.add_argument("--patches-per-image", type=int, default=256, metavar="N", help="default: %(default)s")
+    p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
+                   help="share of images held out for validation (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    dask_option(p)
+
+    p = command("train", "train a codec model on WORKDIR/patches and register it in MLflow",
+                "Trains on the GPU when there is one, otherwise on all CPU cores; logs params, metrics, plots\n"
+                "and the model to MLflow, registers a new version with alias `candidate`, and moves `champion`\n"
+                "to it only if it beats the current champion on the validation images.", _train)
+    p.add_argument("workdir", metavar="WORKDIR")
+    p.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's default)")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--model-name", metavar="NAME", help="registered model name (default: saepress-codec)")
+    p.add_argument("--promote", action="store_true", help="make the new version `champion` unconditionally")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted training run from its checkpoint")
+
+    p = command("compress", "compress an archive into self-contained sparse-code shards",
+                "SOURCE is anything `ingest` accepts, or a WORKDIR that already has catalog.parquet. The model\n"
+                "is --model (a models:/ URI or a local folder), else the registered champion, else the default\n"
+                "model shipped with saepress; it is copied into SHARDDIR/models/ so the shards decode without the\n"
+                "registry. Files that are not images are stored verbatim unless --skip-rejected.", _compress)
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("--out", required=True, metavar="SHARDDIR", help="output folder or fsspec URL")
+    p.add_argument("--model", metavar="URI_OR_PATH", help="e.g. models:/saepress-codec@champion or ./my-model")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=float, metavar="Q", help="0-100, higher is better (default: 50)")
+    rate.add_argument("--target-bpp", type=float, metavar="B", help="search the quality per image for B bits/pixel")
+    rate.add_argument("--target-psnr", type=float, metavar="P", help="search the quality per image for P dB")
+    p.add_argument("--skip-rejected", action="store_true", help="list files that are not images instead of storing them")
+    p.add_argument("--shard-max-items", type=int, default=512, metavar="N", help="default: %(default)s")
+    p.add_argument("--shard-max-mb", type=int, default=128, metavar="MB", help="default: %(default)s")
+    dask_option(p)
+
+    p = command("decompress", "write every file of a shard set back to DIR",
+                "Coded images come back as PNG under their original relative paths; stored files come back\n"
+                "byte-identical. Uses only SHARDDIR (its manifest, shards and models/), never the registry.",
+                _decompress)
+    p.add_argument("sharddir", metavar="SHARDDIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    dask_option(p)
+
+    p = command("get", "write one image back, by image id (sha256) or original path",
+                "Reads only the shard that holds the image.", _get)
+    p.add_argument("sharddir", metavar="SHARDDIR")
+    p.add_argument("image", metavar="IMAGE", help="image id (full or unique prefix) or original path")
+    p.add_argument("--out", required=True, metavar="FILE")
+
+    p = command("verify", "check a shard set: manifest, checksums, bitstreams",
+                "Reports missing, extra, corrupt and duplicated items; exit code 1 if there are any.\n"
+                "--decode also decodes every image with the stored model.", _verify)
+    p.add_argument("sharddir", metavar="SHARDDIR")
+    p.add_argument("--decode", action="store_true", help="decode every item, not just check CRCs")
+
+    p = command("evaluate", "rate-distortion of saepress vs JPEG, WebP, JPEG 2000 and AVIF on a folder",
+                "Measures real bytes and RGB PSNR at several qualities, prints a BD-rate table vs JPEG and\n"
+                "writes rd.json and rd.png to --out.", _evaluate)
+    p.add_argument("images", metavar="IMAGES_DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--model", metavar="URI_OR_PATH", help="default: the model shipped with saepress")
+
+    p = command("run", "the whole pipeline: ingest, extract, train, compress, verify",
+                "Without SOURCE it uses a few sample images shipped with saepress. Everything lands in WORKDIR:\n"
+                "catalog.parquet, patches/, shards/; the model is tracked and registered in MLflow.\n"
+                "--model skips training and compresses with that model.", _run)
+    p.add_argument("source", nargs="?", metavar="SOURCE")
+    p.add_argument("--out", required=True, metavar="WORKDIR")
+    p.add_argument("--model", metavar="URI_OR_PATH", help="skip training and use this model")
+    p.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's default)")
+    p.add_argument("--quality", type=float, default=50, metavar="Q", help="default: %(default)s")
+    dask_option(p)
+
+    p = command("serve", "serve Prefect deployments of ingest, train and compress on their schedules",
+                "Schedules come from [saepress.schedules.NAME] tables in saepress.toml (cron or interval,\n"
+                "flow parameters). Without PREFECT_API_URL a local `prefect server` is started so schedules fire.\n"
+                "Runs until interrupted (Ctrl-C).", _serve)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("saepress")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _existing_local(path: str, what: str) -> str:
+    """Fail early, before any server starts, on a local path that is not there."""
+    if "://" not in path and not any(ch in path for ch in "*?[") and not Path(path).exists():
+        raise UsageError(f"{what} {path!r} does not exist")
+    return path
+
+
+def _report(result: dict[str, Any]) -> int:
+    for line in result.get("report", []):
+        print(line)
+    problems = result.get("problems", [])
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return EXIT_PROBLEMS if problems else EXIT_OK
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from flows.ingest import ingest_flow
+
+    return _report(ingest_flow(source=_existing_local(args.source, "source"), out=args.out,
+                               max_pixels=args.max_pixels, dask_address=args.dask_address))
+
+
+def _extract(args: argparse.Namespace) -> int:
+    _existing_local(os.path.join(args.workdir, "catalog.parquet"), "catalog (run `saepress ingest` first):")
+    from flows.extract import extract_flow
+
+    return _report(extract_flow(workdir=args.workdir, patches_per_image=args.patches_per_image,
+                                val_fraction=args.val_fraction, seed=args.seed, dask_address=args.dask_address))
+
+
+def _train(args: argparse.Namespace) -> int:
+    _existing_local(os.path.join(args.workdir, "patches"), "patch dataset (run `saepress extract` first):")
+    from flows.train import train_flow
+
+    return _report(train_flow(workdir=args.workdir, steps=args.steps, seed=args.seed, model_name=args.model_name,
+                              promote=args.promote, resume=args.resume))
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from flows.compress import compress_flow
+
+    return _report(compress_flow(source=_existing_local(args.source, "source"), out=args.out, model=args.model,
+                                 quality=args.quality, target_bpp=args.target_bpp, target_psnr=args.target_psnr,
+                                 skip_rejected=args.skip_rejected, shard_max_items=args.shard_max_items,
+                                 shard_max_bytes=args.shard_max_mb * 2**20, dask_address=args.dask_address))
+
+
+def _decompress(args: argparse.Namespace) -> int:
+    from flows.compress import decompress_flow
+
+    return _report(decompress_flow(sharddir=_existing_local(args.sharddir, "shard folder"), out=args.out,
+                                   dask_address=args.dask_address))
+
+
+def _get(args: argparse.Namespace) -> int:
+    from flows.access import get_image
+
+    return _report(get_image(sharddir=_existing_local(args.sharddir, "shard folder"), image=args.image, out=args.out))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from flows.access import verify
+
+    return _report(verify(sharddir=_existing_local(args.sharddir, "shard folder"), decode=args.decode))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from flows.evaluate import evaluate
+
+    return _report(evaluate(images_dir=_existing_local(args.images, "images folder"), out=args.out, model=args.model))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.run import run_flow
+
+    source = _existing_local(args.source, "source") if args.source else None
+    return _report(run_flow(source=source, out=args.out, model=args.model, steps=args.steps, quality=args.quality,
+                            dask_address=args.dask_address))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve
+
+    return serve(config=args.config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.config:
+        os.environ["SAEPRESS_CONFIG"] = str(Path(args.config).resolve())
+    from flows.settings import ConfigError
+
+    try:
+        return args.handler(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"saepress {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"saepress {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

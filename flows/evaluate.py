@@ -1,0 +1,45 @@
+"""`saepress evaluate`: rate-distortion of a saepress model against Pillow's codecs on a folder of images.
+
+Runs in-process (no Prefect server, no Dask): it is a measurement, and one process keeps timings honest.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flows.settings import ConfigError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".gif"}
+REFERENCES = ("jpeg", "webp", "jpeg2000", "avif")
+
+
+def evaluate(images_dir: str, out: str, model: str | None = None,
+             qualities: tuple[float, ...] = (10, 20, 35, 50, 65, 80)) -> dict[str, Any]:
+    from PIL import Image
+
+    from sae_model import Codec, evaluate as ev
+
+    paths = sorted(p for p in Path(images_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ConfigError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {images_dir}")
+    images = [Image.open(p).convert("RGB") for p in paths]
+    codec = Codec.load(model) if model else Codec.pretrained()
+
+    curves = {"saepress": ev.codec_curve(codec, images, qualities)}
+    for name in REFERENCES:
+        curves[name] = ev.reference_curve(name, images, None)
+    summary = ev.summarise(curves)
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "rd.json").write_text(json.dumps({"images": [str(p) for p in paths], "model": model or "pretrained",
+                                                 "curves": curves, "summary": summary}, indent=2))
+    ev.rd_plot(summary, out_dir / "rd.png")
+
+    report = [f"{len(images)} images from {images_dir}, model {model or 'pretrained'} ({codec.fingerprint[:12]})",
+              f"{'codec':<10} {'BD-rate vs JPEG':>16}"]
+    for name, bd in summary["bd_rate_vs_jpeg"].items():
+        report.append(f"{name:<10} {bd:>15.1f}%")
+    report.append(f"wrote {out_dir / 'rd.json'} and {out_dir / 'rd.png'}")
+    return {"report": report, "problems": [], "summary": summary}
