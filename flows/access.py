@@ -1,0 +1,141 @@
+"""`saepress get` and `saepress verify`: read a shard set in this process (no Prefect server, no Dask).
+
+get reads the manifest, the index files and one row group of one shard; verify reads everything it checks.
+"""
+from __future__ import annotations
+
+import posixpath
+import re
+from collections import Counter
+from typing import Any
+
+from flows.settings import ConfigError
+from tasks import compress as units
+from tasks import shards
+
+_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def _open(sharddir: str) -> tuple[Any, str, dict]:
+    fs, root = shards.open_dir(sharddir)
+    try:
+        return fs, root, shards.read_manifest(fs, root)
+    except shards.ShardDirError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def get_image(sharddir: str, image: str, out: str) -> dict[str, Any]:
+    """Write one stored file to ``out``: by image id (sha256 hex) or by any of its original paths."""
+    fs, root, manifest = _open(sharddir)
+    index = shards.read_index(fs, root, manifest)
+    if _ID.fullmatch(image):
+        found = next(((item, shard, kind) for item, shard, kind in index.values() if item == image), None)
+    else:
+        found = index.get(posixpath.normpath(image))
+    if found is None:
+        raise ConfigError(f"{image!r} is neither an image id nor an original path in {sharddir}")
+    item, shard, kind = found
+    try:
+        rows = shards.read_shard(fs, f"{root}/{shard}", ids=[item]).to_pylist()
+        if not rows:
+            raise units.ItemError(f"item {item[:12]} is missing from {shard}")
+        data = units.restore(sharddir, rows[0])
+    except (OSError, ValueError, units.ItemError) as exc:
+        return {"report": [], "problems": [f"{image}: {exc}"]}
+    out_fs, out_path = shards.open_dir(out)
+    shards.put_atomic(out_fs, out_path, data)
+    what = "PNG (decoded)" if kind == "coded" else "original bytes"
+    return {"report": [f"{image} -> {out}: {len(data)} bytes, {what}, item {item}"], "problems": []}
+
+
+def verify(sharddir: str, decode: bool = False) -> dict[str, Any]:
+    """Check the manifest, every shard's size and sha256, every row's CRC, the index; ``decode`` decodes all.
+
+    Problems name missing shards or items, extra files, corrupt shards or rows and items stored more than once.
+    """
+    fs, root, manifest = _open(sharddir)
+    problems: list[str] = []
+    listed = {f"{root}/{e['name']}" for e in manifest["shards"] + manifest["index"]}
+    for folder in ("shards", "index"):
+        if fs.exists(f"{root}/{folder}"):
+            problems += [f"extra: {path} is not in the manifest (left by an interrupted job; the next compress "
+                         "removes it)" for path in fs.ls(f"{root}/{folder}", detail=False) if path not in listed]
+    for fingerprint, model in manifest["models"].items():
+        if not fs.isfile(f"{root}/{model['path']}/config.json"):
+            problems.append(f"missing: model {fingerprint[:12]} ({model['uri']}) is not in {model['path']}")
+    totals = manifest["totals"]
+    if totals and sum(totals[k] for k in ("coded", "passthrough", "duplicate", "skipped")) != totals["files"]:
+        problems.append(f"missing: the last job stored {totals['coded'] + totals['passthrough']} item(s), "
+                        f"{totals['duplicate']} duplicate(s) and skipped {totals['skipped']} of {totals['files']} "
+                        "catalogued files; run compress again")
+    for entry in manifest["index"]:
+        problems += _check_file(fs, root, entry)
+    try:
+        index = shards.read_index(fs, root, manifest)
+    except (OSError, ValueError) as exc:
+        index = {}
+        problems.append(f"corrupt: an index file is unreadable ({exc})")
+    wanted: dict[str, set[str]] = {}
+    for item, shard, _ in index.values():
+        wanted.setdefault(shard, set()).add(item)
+    copies: Counter[str] = Counter()
+    rows = decoded = 0
+    for entry in manifest["shards"]:
+        file_problems = _check_file(fs, root, entry)
+        problems += file_problems
+        if file_problems:
+            continue
+        table = shards.read_shard(fs, f"{root}/{entry['name']}")
+        if table.num_rows != entry["rows"]:
+            problems.append(f"corrupt: {entry['name']} has {table.num_rows} rows, the manifest says {entry['rows']}")
+        present = set()
+        for row in table.to_pylist():
+            rows += 1
+            copies[row["id"]] += 1
+            present.add(row["id"])
+            try:
+                if decode:
+                    units.restore(sharddir, row)
+                    decoded += 1
+                else:
+                    units.check_row(row)
+                    _check_header(row)
+            except units.ItemError as exc:
+                problems.append(f"corrupt: {entry['name']}: {exc}")
+        problems += [f"missing: item {item[:12]} is indexed in {entry['name']} but not stored there"
+                     for item in sorted(wanted.pop(entry["name"], set()) - present)]
+    for shard, items in wanted.items():
+        problems.append(f"missing: {len(items)} indexed item(s) point at {shard}, which the manifest does not list")
+    problems += [f"duplicated: item {item[:12]} is stored {n} times" for item, n in copies.items() if n > 1]
+    problems += [f"extra: item {item[:12]} is stored but no path maps to it"
+                 for item in sorted(set(copies) - {entry[0] for entry in index.values()})]
+    report = [f"verify {sharddir}: manifest generation {manifest['generation']}, {len(manifest['shards'])} shard(s), "
+              f"{rows} item(s), {len(index)} path(s), {len(manifest['skipped'])} skipped"
+              + (f", {decoded} decoded" if decode else "") + (": OK" if not problems else f": {len(problems)} problem(s)")]
+    return {"report": report, "problems": problems}
+
+
+def _check_file(fs, root: str, entry: dict) -> list[str]:
+    """Size and sha256 of one listed file against its manifest entry."""
+    path = f"{root}/{entry['name']}"
+    if not fs.exists(path):
+        return [f"missing: {entry['name']} ({entry['rows']} rows) is listed in the manifest but not present"]
+    data = fs.cat_file(path)
+    if len(data) != entry["bytes"] or shards.sha256_hex(data) != entry["sha256"]:
+        return [f"corrupt: {entry['name']} does not match its sha256 in the manifest"]
+    return []
+
+
+def _check_header(row: dict) -> None:
+    """A coded row's bitstream header must parse and name the row's model (cheap; no decoding)."""
+    if row["kind"] != "coded":
+        return
+    from sae_model import CodecError, read_header
+
+    try:
+        header = read_header(row["data"])
+    except CodecError as exc:
+        raise units.ItemError(f"item {row['id'][:12]}: bad bitstream header ({exc})") from None
+    if header.fingerprint != row["model_fingerprint"]:
+        raise units.ItemError(f"item {row['id'][:12]}: bitstream names model {header.fingerprint[:12]}, "
+                              f"row says {row['model_fingerprint'][:12]}")

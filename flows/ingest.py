@@ -1,0 +1,83 @@
+"""``saepress ingest SOURCE --out WORKDIR``: catalogue every file of an archive, idempotently."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from flows.cluster import dask_client
+from flows.settings import ConfigError, Settings
+from tasks import ingest
+from tasks.sources import normalise_url
+
+MAX_LISTED = 50
+
+
+@flow(name="ingest")
+def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_address: str | None = None,
+                max_bytes: int | None = None) -> dict:
+    """Probe the files of ``source`` not yet in ``out/catalog.parquet`` and rewrite the catalog.
+
+    ``max_pixels`` rejects images whose header declares more pixels (default 200 MP); ``max_bytes`` rejects
+    files larger than that many bytes before reading them (default 256 MiB).
+    """
+    max_pixels = max_pixels or ingest.DEFAULT_MAX_PIXELS
+    max_bytes = max_bytes or ingest.DEFAULT_MAX_BYTES
+    if max_pixels < 1 or max_bytes < 1:
+        raise ConfigError("--max-pixels and max_bytes must be positive")
+    settings = Settings.resolve(dask_address=dask_address).prepare()
+    url = normalise_url(source)
+    workdir = Path(out).expanduser().resolve()
+    previous = _previous_rows(workdir, url)
+
+    with dask_client(settings):
+        listing = ingest.list_source(url)
+        if listing["missing"]:
+            raise ConfigError(f"{listing['missing']}; give a folder, a glob, a .tar/.tar.gz/.zip or an fsspec URL")
+        members, damage = [tuple(member) for member in listing["members"]], listing["damage"]
+        listed = set(members)
+        # A file is re-probed when its size changed; same path and size is taken as the same file.
+        kept = {path: row for path, row in previous.items() if (path, row["size"]) in listed}
+        new = [(path, size) for path, size in members if path not in kept]
+        probed = ingest.probe_files(url, new, max_pixels, max_bytes) if new else []
+
+    changed = sum(1 for path, _ in new if path in previous)
+    # Earlier rows keep their place (and their ok/duplicate roles); new files follow in source order.
+    rows = ingest.resolve_duplicates(list(kept.values()) + probed)
+    catalog = ingest.write_catalog(workdir, rows, url, max_pixels)
+    counts = ingest.summarise(rows)
+    problems = [damage] if damage else []
+    # Rejected files are the job's findings (exit code 1), each named, up to a screenful; the catalog has all.
+    rejected = [row for row in rows if row["status"] == "rejected"]
+    problems += [f"rejected {row['path']}: {row['error']}: {row['reason']}" for row in rejected[:MAX_LISTED]]
+    if len(rejected) > MAX_LISTED:
+        problems.append(f"... and {len(rejected) - MAX_LISTED} more rejected files (status 'rejected' in {catalog})")
+    if counts["ok"] + counts["duplicate"] + counts["rejected"] != len(members) or len(rows) != len(members):
+        problems.append(f"catalog has {len(rows)} rows for {len(members)} files seen")
+    report = [
+        f"source: {url}",
+        f"files seen: {len(members)} (new {len(new) - changed}, changed {changed}, already catalogued "
+        f"{len(kept)}, gone since last run {len(set(previous) - {path for path, _ in members})})",
+        f"ok {counts['ok']} + duplicate {counts['duplicate']} + rejected {counts['rejected']} = {len(rows)}",
+    ]
+    if counts["errors"]:
+        report.append("rejected: " + ", ".join(f"{error} {n}" for error, n in counts["errors"].items()))
+    if counts["animated"]:
+        report.append(f"animated (first frame used): {counts['animated']}")
+    report.append(f"catalog: {catalog}")
+    return {"report": report, "problems": problems, "catalog": str(catalog), "new": len(new), **counts}
+
+
+def _previous_rows(workdir: Path, url: str) -> dict[str, dict]:
+    existing = ingest.read_catalog(workdir)
+    if existing is None:
+        return {}
+    rows, meta = existing
+    if meta.get("saepress.catalog_version") != ingest.CATALOG_VERSION:
+        raise ConfigError(f"{ingest.catalog_path(workdir)} has catalog version "
+                          f"{meta.get('saepress.catalog_version')!r}, this saepress writes "
+                          f"{ingest.CATALOG_VERSION!r}; ingest into a new --out folder")
+    if meta.get("saepress.source") != url:
+        raise ConfigError(f"{workdir} already catalogues {meta.get('saepress.source')}, not {url}; "
+                          "use another --out folder for another source")
+    return {row["path"]: row for row in rows}

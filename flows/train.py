@@ -1,0 +1,109 @@
+"""`saepress train WORKDIR`: patches -> a trained codec -> an MLflow run and a registered model version.
+
+Training runs in this process (one GPU or all CPU cores), not on Dask: it is one job that wants the whole machine.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.settings import ConfigError, Settings
+from tasks import training
+
+
+@flow(name="saepress-train", log_prints=True)
+def train_flow(workdir: str, steps: int | None = None, seed: int = 0, model_name: str | None = None,
+               promote: bool = False, resume: str | None = None) -> dict[str, Any]:
+    import mlflow
+
+    settings = Settings.resolve(model_name=model_name).prepare()
+    # Set explicitly: an earlier set_tracking_uri in this process would otherwise win over the environment.
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    workdir_path = Path(workdir).resolve()
+    if not training.patch_files(str(workdir_path)):
+        raise ConfigError(f"no patch dataset in {workdir_path / 'patches'}; run `saepress extract {workdir}` first")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {steps}")
+
+    dataset = training.describe_patches_task(str(workdir_path))
+    _check_patch_spec(dataset)
+    if not dataset["val_image_ids"]:
+        raise ConfigError("the patch dataset has no validation images; re-run extract with --val-fraction > 0")
+    if resume:
+        run_id, config = resume, _resumable_config(resume, steps, dataset)
+    else:
+        config = training.training_config(steps, seed)
+        run_id = training.start_run_task(str(workdir_path), config, dataset, settings.mlflow_artifact_root)
+    print(f"MLflow run {run_id} at {settings.mlflow_tracking_uri}")
+
+    started = time.perf_counter()
+    try:
+        val_files = training.fetch_validation_task(str(workdir_path), dataset["val_image_ids"],
+                                                   config["loop"]["val_images"])
+        result = training.train_task(run_id, config, dataset, val_files)
+        seconds = time.perf_counter() - started
+        version = training.register_task(run_id, settings.model_name, result["fingerprint"], result["bd_rate"])
+        decision = training.decide_champion_task(run_id, settings.model_name, version, result["bd_rate"],
+                                                 val_files, config["loop"], promote)
+    except KeyboardInterrupt:
+        training.finish_run(run_id, "KILLED")
+        raise
+    except BaseException:
+        training.finish_run(run_id, "FAILED")
+        raise
+    training.finish_run(run_id)
+
+    name = settings.model_name
+    report = [
+        f"trained {result['steps']} steps on {result['device']} in {seconds:.0f} s"
+        f"{' (resumed)' if resume else ''}: validation BD-rate vs JPEG {result['bd_rate']:+.1f}% "
+        f"on {len(val_files)} images",
+        f"MLflow run {run_id} ({settings.mlflow_tracking_uri})",
+        f"registered models:/{name}/{version} (alias candidate)",
+        _decision_line(name, decision),
+    ]
+    return {"report": report, "problems": [], "model_uri": f"models:/{name}/{version}", "run_id": run_id,
+            "version": version, "bd_rate": result["bd_rate"], "decision": decision}
+
+
+def _check_patch_spec(dataset: dict[str, Any]) -> None:
+    from sae_model import PATCH_SPEC
+
+    if dataset["patch_spec"] != PATCH_SPEC:
+        raise ConfigError(f"the patches were extracted with patch spec {dataset['patch_spec']}, this codec uses "
+                          f"{PATCH_SPEC}; re-run `saepress extract`")
+
+
+def _resumable_config(run_id: str, steps: int | None, dataset: dict[str, Any]) -> dict[str, Any]:
+    """The run's own configuration, after checking the run can be continued on this dataset."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = training.client().get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"no MLflow run {run_id} in the tracking store; check --resume and MLFLOW_TRACKING_URI")
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"run {run_id} already finished (model version "
+                          f"{run.data.tags.get(training.TAG + 'model_version', '?')}); nothing to resume")
+    trained_on = run.data.tags.get(training.TAG + "data_hash", "")
+    if trained_on != dataset["data_hash"]:
+        raise ConfigError(f"run {run_id} trained on other patches (data hash {trained_on[:12]}, this WORKDIR has "
+                          f"{dataset['data_hash'][:12]}); resume it with the WORKDIR it started on")
+    config = training.load_run_config(run_id)
+    if steps is not None and steps != config["train"]["steps"]:
+        raise ConfigError(f"run {run_id} was started with {config['train']['steps']} steps; "
+                          "a resumed run keeps its configuration (drop --steps)")
+    training.client().update_run(run_id, "RUNNING")
+    return config
+
+
+def _decision_line(name: str, decision: dict[str, Any]) -> str:
+    numbers = f"candidate BD-rate {decision['candidate_bd_rate']:+.2f}%"
+    if decision["champion_bd_rate"] is not None:
+        numbers += f" vs champion v{decision['champion_version']} {decision['champion_bd_rate']:+.2f}%" \
+                   " on the same validation images"
+    winner = decision["candidate_version"] if decision["decision"] == "promoted" else decision["champion_version"]
+    return f"champion: models:/{name}/{winner} ({decision['decision']}: {decision['reason']}; {numbers})"

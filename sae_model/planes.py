@@ -1,0 +1,226 @@
+"""Block coding of one plane: member choice, end-of-block band, AC bands, DC hierarchy.
+
+Symbol order inside a tile's range-coder stream, per plane (Y, then Cb, Cr):
+  1. members: 5-bit histogram levels (K), then one member index per block (raster order)
+  2. eob: 5-bit histogram levels (NBANDS+1), then per block 0 (no AC) or 1 + last band with a
+     nonzero coefficient
+  3. AC bands t = 0..NBANDS-1: coefficients of positions BANDS[t]..BANDS[t+1]-1 of every block
+     with eob > t, grouped by context (ac table); the context uses the prior of (member,
+     position, step), the block's own earlier bands, the left/top blocks' earlier bands and
+     the distance to the block's eob
+  4. DC (quantised block means): coarse grid at stride S (left/top DPCM), then for s = S/2..1
+     the centres and edges of the stride-2s grid predicted by the rounded mean of their
+     decoded neighbours (dc table; context = stage, neighbour spread, block eob).
+Reconstruction is integer-exact (coefficients and basis are integers held in float64, all
+partial sums < 2**53), so pixels do not depend on the BLAS or the thread count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import entropy
+from .errors import CorruptStreamError
+
+B = 8
+NPOS = B * B - 1
+BANDS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 31, 38, 46, 54, 63)
+NBANDS = len(BANDS) - 1
+BAND_OF = np.repeat(np.arange(NBANDS), np.diff(BANDS))
+NPRIOR = 16
+N_AC_CTX = NPRIOR * 45
+N_DC_CTX = 3 * 8 * 3
+BASIS_SCALE = 1 << 14
+MAX_DEQ = 1 << 31
+
+
+@dataclass
+class ModelArrays:
+    """What the block coder needs from a model."""
+    bases: np.ndarray       # (K, 64, 64) float32; column 0 is the constant atom, 1.. by variance
+    basis_int: np.ndarray   # (K, 64, 64) float64 holding integers: round(bases * 2**14)
+    sigma16: np.ndarray     # (K, 63) int64: coefficient RMS in 1/16 sample units
+    tables: entropy.Tables
+    bits: np.ndarray        # (2, NPRIOR, ESC+1) encoder-side rate proxy in bits per |q|
+
+    @property
+    def K(self) -> int:
+        return self.bases.shape[0]
+
+
+def prior_buckets(sigma16: np.ndarray, step16: int) -> np.ndarray:
+    """Bucket b in 0..15 = #{b' in 1..15 : sigma/step >= 2**((b'-8)/2)}, integer arithmetic."""
+    lhs = sigma16.astype(np.int64) ** 2 << 8
+    pb = np.zeros(sigma16.shape, np.int64)
+    for b in range(1, NPRIOR):
+        pb += lhs >= (step16 * step16) << b
+    return pb
+
+
+def _bucket(v: np.ndarray, edges) -> np.ndarray:
+    return np.searchsorted(np.asarray(edges), v, side="right")
+
+
+def code_plane(coder, m: ModelArrays, pc: int, step16: int, dcr64: int, hb: int, wb: int,
+               members=None, Q=None, dcq=None):
+    """Encode (arrays given) or decode (arrays None) one plane; returns (members, Q, dcq).
+
+    Q is (nb, 2 + 63): two leading zero columns so "previous positions" need no special case.
+    """
+    nb = hb * wb
+    members = coder.histogram(members, nb, m.K)
+    if Q is None:
+        Q = np.zeros((nb, NPOS + 2), np.int64)
+        eob = None
+    else:
+        nz = Q[:, 2:] != 0
+        last = NPOS - 1 - np.argmax(nz[:, ::-1], axis=1)
+        eob = np.where(nz.any(1), BAND_OF[last] + 1, 0)
+    eob = coder.histogram(eob, nb, NBANDS + 1)
+
+    pb = prior_buckets(m.sigma16, step16)[members]  # (nb, 63)
+    idx = np.arange(nb)
+    row, col = idx // wb, idx % wb
+    cumabs = np.zeros(nb, np.int64)
+    nnz = np.zeros(nb, np.int64)
+    for t in range(NBANDS):
+        act = np.flatnonzero(eob > t)
+        if act.size == 0:
+            break
+        s, e = BANDS[t], BANDS[t + 1]
+        recent = 2 * (np.abs(Q[act, s + 1]) + np.abs(Q[act, s])) + nnz[act]
+        nbr = (np.where(col[act] > 0, cumabs[act - 1], 0)
+               + np.where(row[act] > 0, cumabs[np.maximum(act - wb, 0)], 0))
+        base = (_bucket(recent, (0, 2, 5, 11)) * 3 + _bucket(nbr, (0, 4))) * 3 \
+            + _bucket(eob[act] - 1 - t, (0, 2))
+        ctx = (pb[act, s:e] * 45 + base[:, None]).ravel()
+        vals = coder.signed("ac", pc, ctx, Q[act, s + 2:e + 2].ravel())
+        Q[act, s + 2:e + 2] = vals.reshape(len(act), e - s)
+        band = np.abs(Q[act, s + 2:e + 2])
+        cumabs[act] += band.sum(1)
+        nnz[act] += (band > 0).sum(1)
+
+    dcq = _code_dc(coder, pc, step16, dcr64, hb, wb, eob, dcq)
+    return members, Q, dcq
+
+
+def _dc_origin(step16: int, dcr64: int) -> int:
+    d = step16 * dcr64  # DC step = d / 1024 samples; predict mid-grey (128) first
+    return (128 * 1024 * 2 + d) // (2 * d)
+
+
+def _code_dc(coder, pc, step16, dcr64, hb, wb, eob, dcq):
+    enc = dcq is not None
+    G = dcq.reshape(hb, wb).astype(np.int64) if enc else np.zeros((hb, wb), np.int64)
+    eb = _bucket(eob.reshape(hb, wb), (0, 4))
+    S = 1
+    while S * 2 < max(hb, wb) and S < 32:
+        S *= 2
+    # coarse grid: DPCM along the first column, then along each row (decoder: cumulative sums)
+    C = G[::S, ::S]
+    origin = _dc_origin(step16, dcr64)
+    r = None
+    if enc:
+        r = np.empty_like(C)
+        r[:, 1:] = C[:, 1:] - C[:, :-1]
+        r[:, 0] = np.diff(C[:, 0], prepend=origin)
+        r = r.ravel()
+    ctx = eb[::S, ::S].ravel()
+    r = coder.signed("dc", pc, ctx, r).reshape(C.shape)
+    if not enc:
+        first = origin + np.cumsum(r[:, 0])
+        G[::S, ::S] = np.cumsum(np.concatenate([first[:, None], r[:, 1:]], axis=1), axis=1)
+    s = S // 2
+    while s >= 1:
+        for stage, (i0, j0, offs) in enumerate(_stages(s)):
+            I, J = np.meshgrid(np.arange(i0, hb, 2 * s), np.arange(j0, wb, 2 * s), indexing="ij")
+            I, J = I.ravel(), J.ravel()
+            if I.size == 0:
+                continue
+            _dc_stage(coder, pc, G, eb, I, J, offs, 1 + min(stage, 1), enc)
+        s //= 2
+    return G.ravel()
+
+
+def _stages(s):
+    diag = ((-s, -s), (-s, s), (s, -s), (s, s))
+    cross = ((-s, 0), (s, 0), (0, -s), (0, s))
+    return ((s, s, diag), (0, s, cross), (s, 0, cross))
+
+
+def _dc_stage(coder, pc, G, eb, I, J, offs, stage, enc):
+    hb, wb = G.shape
+    total = np.zeros(I.size, np.int64)
+    cnt = np.zeros(I.size, np.int64)
+    hi = np.full(I.size, -(1 << 40), np.int64)
+    lo = np.full(I.size, 1 << 40, np.int64)
+    for di, dj in offs:
+        ii, jj = I + di, J + dj
+        ok = (ii >= 0) & (ii < hb) & (jj >= 0) & (jj < wb)
+        v = G[np.clip(ii, 0, hb - 1), np.clip(jj, 0, wb - 1)]
+        total += np.where(ok, v, 0)
+        cnt += ok
+        hi = np.where(ok, np.maximum(hi, v), hi)
+        lo = np.where(ok, np.minimum(lo, v), lo)
+    pred = (2 * total + cnt) // (2 * cnt)
+    spread = _bucket(hi - lo, (0, 1, 2, 4, 8, 16, 32))
+    ctx = (stage * 8 + spread) * 3 + eb[I, J]
+    r = coder.signed("dc", pc, ctx, (G[I, J] - pred) if enc else None)
+    if not enc:
+        G[I, J] = pred + r
+
+
+def reconstruct(m: ModelArrays, step16: int, dcr64: int, bias256: int, hb: int, wb: int,
+                members: np.ndarray, Q: np.ndarray, dcq: np.ndarray) -> np.ndarray:
+    """Integer-exact inverse transform; returns the plane (hb*8, wb*8) in float64 samples."""
+    q = Q[:, 2:]
+    deq = np.clip((q * 256 - np.sign(q) * bias256) * step16, -MAX_DEQ, MAX_DEQ).astype(np.float64)
+    ac = np.zeros((hb * wb, B * B), np.int64)
+    has_ac = (q != 0).any(1)
+    for k in np.unique(members[has_ac]).tolist():
+        sel = np.flatnonzero(has_ac & (members == k))
+        s = deq[sel] @ m.basis_int[k, :, 1:].T     # exact: integers below 2**53
+        ac[sel] = np.floor((s + BASIS_SCALE / 2) / BASIS_SCALE).astype(np.int64)
+    if np.abs(dcq).max(initial=0) > (1 << 30) // max(1, step16 * dcr64):
+        raise CorruptStreamError("DC value out of range")
+    plane = ac + (dcq * (step16 * dcr64 * 4))[:, None]   # units of 1/4096 sample
+    plane = plane.reshape(hb, wb, B, B).transpose(0, 2, 1, 3).reshape(hb * B, wb * B)
+    return plane / 4096.0
+
+
+def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: int,
+                  bias256: int, rounding: float, lam: float, allowed=None):
+    """Encoder: choose a member per block by rate-distortion cost and quantise.
+
+    Returns members, Q (nb, 65) and the quantised block means.
+    """
+    H, W = X.shape
+    hb, wb = H // B, W // B
+    blocks = X.reshape(hb, B, wb, B).transpose(0, 2, 1, 3).reshape(hb * wb, B * B)
+    mean = blocks.mean(1)
+    dcq = np.rint(mean * 1024.0 / (step16 * dcr64)).astype(np.int64)
+    xc = (blocks - mean[:, None]).astype(np.float32)
+    step = step16 / 16.0
+    bias = bias256 / 256.0
+    pbs = prior_buckets(m.sigma16, step16)
+    best = np.full(len(xc), np.inf)
+    members = np.zeros(len(xc), np.int64)
+    Qbest = np.zeros((len(xc), NPOS), np.int64)
+    ks = range(m.K) if allowed is None else allowed
+    for k in ks:
+        c = xc @ m.bases[k, :, 1:]
+        a = np.abs(c) / step
+        q = np.floor(a + rounding)
+        err = a - np.where(q > 0, q - bias, 0)
+        D = (err * err).sum(1) * (step * step)
+        bits = m.bits[pc][pbs[k][None, :], np.minimum(q, entropy.ESC).astype(np.int64)]
+        J = D + lam * step * step * bits.sum(1)
+        better = J < best
+        best = np.where(better, J, best)
+        members[better] = k
+        Qbest[better] = (np.sign(c) * q).astype(np.int64)[better]
+    Q = np.zeros((len(xc), NPOS + 2), np.int64)
+    Q[:, 2:] = Qbest
+    return members, Q, dcq

@@ -1,0 +1,86 @@
+"""Build the shipped default model (reproducible):
+
+    python -m sae_model.pretrained --images ../shared/data/dev-images
+
+Trains on the fixed TRAIN_FILES only; every other dev image is held out for bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import entropy, planes
+from .codec import Codec, default_tables
+from .patches import sample_patches
+from .train import TrainConfig, train
+
+TRAIN_FILES = ("wikiphoto_001.png", "wikiphoto_007.png", "wikiphoto_013.png", "wikiphoto_019.png",
+               "wikiphoto_025.png", "wikiphoto_031.png", "skimage_chelsea.png")
+OUT = Path(__file__).parent / "data" / "default"
+FIT_QUALITIES = (5, 15, 25, 35, 45, 55, 65, 75, 85, 95)
+
+
+def held_out(images_dir) -> list[Path]:
+    return sorted(p for p in Path(images_dir).glob("*.png") if p.name not in TRAIN_FILES)
+
+
+def collect_counts(codec: Codec, images, qualities=FIT_QUALITIES) -> entropy.Counter:
+    """Run the encoder on `images` and count (context, symbol) pairs."""
+    counter = entropy.Counter(planes.N_AC_CTX, planes.N_DC_CTX)
+    for im in images:
+        for q in qualities:
+            codec._encode(_prepared(im), q, coder_override=counter)
+    return counter
+
+
+def _prepared(im):
+    from .imageio import prepare
+    return prepare(im)
+
+
+def fit_tables(codec: Codec, images, qualities=FIT_QUALITIES, prior_weight: float = 8.0) -> dict:
+    """Tables = counts + prior_weight * (current table's distribution), as integers."""
+    c = collect_counts(codec, images, qualities)
+    out = {}
+    for name, counts in (("ac_table", c.ac), ("dc_table", c.dc), ("esc_table", c.esc)):
+        prior = codec.weights[name].numpy().astype(np.float64)
+        prior = prior / prior.sum(-1, keepdims=True)
+        t = np.rint(4 * (counts + prior_weight * prior)).astype(np.int64)
+        out[name] = torch.from_numpy(np.maximum(t, 1).astype(np.int32))
+    return out
+
+
+def build(images_dir, steps: int = 300, K: int = 16, seed: int = 0, log=print) -> Codec:
+    rng = np.random.default_rng(seed)
+    paths = [Path(images_dir) / f for f in TRAIN_FILES]
+    images = [Image.open(p).convert("RGB") for p in paths]
+    patches = np.concatenate([sample_patches(im, 40_000, rng) for im in images])
+    cfg = TrainConfig(seed=seed, steps=steps, K=K)
+    codec = train(cfg, patches, device="cpu", tables=default_tables(),
+                  callback=lambda s, m: log(f"step {s} {m}") if s % 50 == 0 else None)
+    for _ in range(2):  # tables change the encoder's rate-distortion choices: iterate twice
+        codec = Codec({**codec.weights, **fit_tables(codec, images)}, codec.config)
+    codec.config["train_files"] = list(TRAIN_FILES)
+    return codec
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--images", required=True)
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--K", type=int, default=16)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    codec = build(args.images, args.steps, args.K)
+    codec.save(args.out)
+    print(f"saved {args.out} fingerprint {codec.fingerprint}")
+
+
+if __name__ == "__main__":
+    main()

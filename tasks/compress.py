@@ -1,0 +1,289 @@
+"""Units of work for compress and decompress: one shard per call, run on Dask workers, safe to retry.
+
+Workers load the model from ``SHARDDIR/models/<fingerprint>/`` (never from the registry), once per process.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import tempfile
+import uuid
+import zlib
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from tasks import shards
+
+# One codec per model folder per worker process: loading weights for every batch would dominate small shards.
+_CODECS: dict[str, Any] = {}
+# Modes the codec reproduces directly; other PNG-capable modes are converted back after decoding (see to_png).
+PNG_MODES_RESTORED = {"1", "P"}
+
+
+class ItemError(Exception):
+    """One stored item cannot be restored (corrupt row, wrong or missing model); the message says which."""
+
+
+def model_dir(sharddir: str, fingerprint: str) -> str:
+    return f"{sharddir.rstrip('/')}/models/{fingerprint}"
+
+
+def load_codec(sharddir: str, fingerprint: str):
+    """The codec stored in SHARDDIR for ``fingerprint``, checked against it (cached per process)."""
+    from sae_model import Codec, CodecError
+
+    url = model_dir(sharddir, fingerprint)
+    if url not in _CODECS:
+        fs, path = shards.open_dir(url)
+        if not fs.exists(f"{path}/config.json"):
+            raise ItemError(f"model {fingerprint[:12]} is missing from {url}; this shard set cannot be decoded")
+        try:
+            if shards.is_local(fs):
+                codec = Codec.load(path)
+            else:
+                with tempfile.TemporaryDirectory(prefix="saepress-model-") as tmp:
+                    fs.get(f"{path}/", f"{tmp}/", recursive=True)
+                    codec = Codec.load(tmp)
+        except (CodecError, OSError, ValueError) as exc:
+            raise ItemError(f"model at {url} cannot be loaded ({exc})") from None
+        if codec.fingerprint != fingerprint:
+            raise ItemError(f"model at {url} has fingerprint {codec.fingerprint[:12]}, not {fingerprint[:12]}: "
+                            "the model folder was altered")
+        _CODECS[url] = codec
+    return _CODECS[url]
+
+
+# ---------------------------------------------------------------- compress
+
+def _rgb(image: Image.Image):
+    import numpy as np
+
+    return np.asarray(image.convert("RGB"))
+
+
+def encode_item(codec, data: bytes, rate: dict[str, float]) -> dict[str, Any]:
+    """Code one file; raises when it cannot be coded or does not survive decoding (verify-on-write)."""
+    import sae_model
+
+    with Image.open(io.BytesIO(data)) as opened:
+        fmt, mode = opened.format, opened.mode
+        # Store upright pixels: viewers apply EXIF orientation, and exif_transpose resets the tag to match.
+        image = ImageOps.exif_transpose(opened)
+        image.load()
+    for key in ("exif", "icc_profile"):
+        if opened.info.get(key) and key not in image.info:
+            image.info[key] = opened.info[key]
+    stream = codec.encode(image, **rate)
+    decoded = codec.decode(stream)
+    if decoded.size != image.size:
+        raise ValueError(f"decoded size {decoded.size} differs from {image.size}")
+    width, height = image.size
+    return {"kind": "coded", "width": width, "height": height, "mode": mode, "format": fmt, "data": stream,
+            "bpp": 8 * len(stream) / (width * height), "psnr": sae_model.psnr(_rgb(image), _rgb(decoded)),
+            "model_fingerprint": codec.fingerprint}
+
+
+def _passthrough(data: bytes, fmt: str | None, reason: str) -> dict[str, Any]:
+    return {"kind": "passthrough", "data": data, "format": fmt, "reason": reason}
+
+
+def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: list[dict], fingerprint: str,
+                   model_uri: str, rate: dict[str, float]) -> dict:
+    """Store ``items`` (dicts: id, paths, status, format, reason) as one new shard; return its entry and rows.
+
+    Rejected items and items that fail to code are stored verbatim (passthrough). An item whose bytes no longer
+    match its id is not stored and comes back in ``problems``. The shard gets a fresh name per attempt, so a
+    retried or duplicated attempt never overwrites a file another attempt reported.
+    """
+    from sae_model import CodecError
+
+    from tasks.sources import open_source
+
+    codec = load_codec(sharddir, fingerprint)
+    by_path = {item["paths"][0]: item for item in items}
+    rows, problems = [], []
+    for path, data in open_source(source_url).read_many(list(by_path), errors="return"):
+        item = by_path.pop(path)
+        if isinstance(data, Exception):
+            problems.append(f"{path}: cannot be read from the source ({data}); not stored")
+            continue
+        if hashlib.sha256(data).hexdigest() != item["id"]:
+            problems.append(f"{path}: content changed since it was catalogued; run ingest again")
+            continue
+        if item["status"] == "rejected":
+            row = _passthrough(data, item.get("format"), item.get("reason") or "rejected by ingest")
+        else:
+            try:
+                row = encode_item(codec, data, rate)
+            except (CodecError, OSError, ValueError, Image.DecompressionBombError) as exc:
+                row = _passthrough(data, item.get("format"), f"not coded: {type(exc).__name__}: {exc}")
+        row.update(id=item["id"], paths=item["paths"], original_bytes=len(data), compressed_bytes=len(row["data"]),
+                   crc32=zlib.crc32(row["data"]))
+        rows.append(row)
+    problems += [f"{path}: not found in the source" for path in by_path]
+    name = f"shards/{job}-{batch:05d}-{uuid.uuid4().hex[:8]}.parquet"
+    entry = {"name": name, "rows": len(rows), "model_fingerprint": fingerprint, "job": job}
+    if rows:
+        from sae_model import read_header
+
+        coded = [row for row in rows if row["kind"] == "coded"]
+        version = str(read_header(coded[0]["data"]).format_version) if coded else ""
+        data = shards.shard_bytes(rows, {"saepress.bitstream_format_version": version,
+                                         "saepress.model_fingerprint": fingerprint, "saepress.model_uri": model_uri,
+                                         "saepress.created": shards.now(), "saepress.job": job})
+        fs, root = shards.open_dir(sharddir)
+        shards.put_atomic(fs, f"{root}/{name}", data)
+        entry.update(bytes=len(data), sha256=shards.sha256_hex(data))
+    summary = [{k: row.get(k) for k in ("id", "paths", "kind", "original_bytes", "compressed_bytes", "bpp", "psnr")}
+               for row in rows]
+    return {"shard": entry if rows else None, "items": summary, "problems": problems}
+
+
+# ---------------------------------------------------------------- decompress
+
+def check_row(row: dict) -> None:
+    """Raise ItemError when a row's payload is not what was written (CRC, and content hash for passthrough)."""
+    if zlib.crc32(row["data"]) != row["crc32"]:
+        raise ItemError(f"item {row['id'][:12]} is corrupt (CRC mismatch)")
+    if row["kind"] == "passthrough" and hashlib.sha256(row["data"]).hexdigest() != row["id"]:
+        raise ItemError(f"item {row['id'][:12]} is corrupt (content hash mismatch)")
+
+
+def restore(sharddir: str, row: dict) -> bytes:
+    """The bytes to write for one stored row: the verbatim file, or a PNG of the decoded image."""
+    from sae_model import CodecError, read_header
+
+    check_row(row)
+    if row["kind"] == "passthrough":
+        return row["data"]
+    fingerprint = row["model_fingerprint"]
+    try:
+        header = read_header(row["data"])
+        if header.fingerprint != fingerprint:
+            raise ItemError(f"item {row['id'][:12]}: bitstream made by model {header.fingerprint[:12]}, "
+                            f"row says {fingerprint[:12]}")
+        image = load_codec(sharddir, fingerprint).decode(row["data"])
+    except CodecError as exc:
+        raise ItemError(f"item {row['id'][:12]} cannot be decoded ({type(exc).__name__}: {exc})") from None
+    return to_png(image, row["mode"])
+
+
+def to_png(image: Image.Image, original_mode: str | None) -> bytes:
+    """PNG bytes with the original mode where PNG holds it, and the EXIF and ICC bytes the codec kept."""
+    if original_mode == "1":
+        image = image.convert("1")
+    elif original_mode == "P" and image.mode in ("RGB", "L"):
+        image = image.convert("RGB").quantize(256)
+    extra = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
+    sink = io.BytesIO()
+    image.save(sink, "PNG", **extra)
+    return sink.getvalue()
+
+
+def output_name(path: str, kind: str) -> str:
+    """Where a stored item goes under the output folder: coded images get ``.png`` appended unless they end in it.
+
+    ``photo.jpg`` -> ``photo.jpg.png`` (no clash with a ``photo.png`` beside it), ``scan.png`` -> ``scan.png``.
+    """
+    if kind == "coded" and not path.lower().endswith(".png"):
+        return f"{path}.png"
+    return path
+
+
+def safe_relative(path: str) -> str:
+    """``path`` as a clean relative POSIX path, or ItemError when it would land outside the output folder."""
+    clean = posixpath.normpath(path.replace("\\", "/"))
+    if clean.startswith("/") or clean == ".." or clean.startswith("../") or clean in ("", ".") or ":" in clean.split("/")[0]:
+        raise ItemError(f"{path!r} would be written outside the output folder; left out")
+    return clean
+
+
+def decompress_shard(sharddir: str, shard: str, targets: dict[str, list[str]], out: str) -> dict:
+    """Write every item of ``shard`` listed in ``targets`` (id -> original paths) under ``out``."""
+    fs, root = shards.open_dir(sharddir)
+    out_fs, out_root = shards.open_dir(out)
+    written, size, problems = 0, 0, []
+    try:
+        table = shards.read_shard(fs, f"{root}/{shard}", ids=list(targets))
+    except (OSError, ValueError) as exc:
+        return {"written": 0, "bytes": 0, "problems": [f"{shard}: unreadable ({exc}); {len(targets)} item(s) lost"]}
+    found = set()
+    for row in table.to_pylist():
+        found.add(row["id"])
+        try:
+            data = restore(sharddir, row)
+        except ItemError as exc:
+            problems.append(f"{shard}: {exc}; paths {targets[row['id']]}")
+            continue
+        for path in targets[row["id"]]:
+            try:
+                name = safe_relative(output_name(path, row["kind"]))
+            except ItemError as exc:
+                problems.append(str(exc))
+                continue
+            shards.put_atomic(out_fs, f"{out_root}/{name}", data)
+            written += 1
+            size += len(data)
+    problems += [f"{shard}: item {item[:12]} missing; paths {targets[item]}" for item in set(targets) - found]
+    return {"written": written, "bytes": size, "problems": problems}
+
+
+# ---------------------------------------------------------------- planning and accounting (driver side)
+
+def plan_job(catalog: list[dict], index: dict[str, tuple[str, str, str]], skip_rejected: bool,
+             max_items: int, max_bytes: int) -> dict:
+    """Split the catalog rows not yet stored into shard-sized batches.
+
+    A row is stored already when the index maps its path to its id. New paths whose content is stored already
+    become index entries only (duplicates); rejected files are listed as skipped with ``skip_rejected``; rows
+    without an id (ingest could not read them) are always listed as skipped. Shards are bounded by item count and
+    by the originals' bytes (coded items shrink, passthrough items do not); a single larger file gets a shard alone.
+    """
+    stored = {entry[0]: entry for entry in index.values()}
+    groups: dict[str, list[dict]] = {}
+    skipped, duplicates = [], []
+    for row in catalog:
+        if row["id"] is None:
+            skipped.append({"path": row["path"], "id": None, "reason": row.get("reason") or "unreadable"})
+        elif index.get(row["path"], (None,))[0] != row["id"]:
+            groups.setdefault(row["id"], []).append(row)
+    batches: list[list[dict]] = []
+    batch_bytes = 0
+    for item_id, rows in groups.items():
+        paths = [row["path"] for row in rows]
+        if item_id in stored:
+            _, shard, kind = stored[item_id]
+            duplicates += [{"path": path, "id": item_id, "shard": shard, "kind": kind} for path in paths]
+            continue
+        first = next((row for row in rows if row["status"] != "duplicate"), rows[0])
+        if first["status"] == "rejected" and skip_rejected:
+            skipped += [{"path": path, "id": item_id, "reason": first.get("reason") or first.get("error")}
+                        for path in paths]
+            continue
+        if not batches or len(batches[-1]) >= max_items or batch_bytes + (first["size"] or 0) > max_bytes:
+            batches.append([])
+            batch_bytes = 0
+        batches[-1].append({"id": item_id, "paths": paths, "status": first["status"], "format": first.get("format"),
+                            "reason": first.get("reason")})
+        batch_bytes += first["size"] or 0
+    return {"batches": batches, "duplicates": duplicates, "skipped": skipped}
+
+
+def account(catalog: list[dict], index: dict[str, tuple[str, str, str]], skipped: list[dict]) -> dict:
+    """Where every catalog file ended up: coded + passthrough + skipped + duplicate must equal the catalog."""
+    counts = {"files": len(catalog), "coded": 0, "passthrough": 0, "duplicate": 0, "skipped": 0}
+    skipped_paths = {entry["path"] for entry in skipped}
+    seen: set[str] = set()
+    missing = []
+    for row in catalog:
+        entry = index.get(row["path"])
+        if entry is not None and entry[0] == row["id"]:
+            counts["duplicate" if entry[0] in seen else entry[2]] += 1
+            seen.add(entry[0])
+        elif row["path"] in skipped_paths:
+            counts["skipped"] += 1
+        else:
+            missing.append(row["path"])
+    return {**counts, "missing": missing}

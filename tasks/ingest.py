@@ -1,0 +1,261 @@
+"""Ingest: list a source, probe its files in batches on Dask, and keep one catalog row per file.
+
+The catalog (``WORKDIR/catalog.parquet``) is the single record of what the archive holds; later stages read
+only its ``ok`` rows. Every listed file gets exactly one row, so ``ok + duplicate + rejected == seen``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+from prefect import task
+
+from tasks.sources import DamagedArchive, SourceError, open_source
+
+CATALOG_VERSION = "1"
+CATALOG_NAME = "catalog.parquet"
+DEFAULT_MAX_PIXELS = 200_000_000
+DEFAULT_MAX_BYTES = 256 * 2**20
+# A probe task should run for a good fraction of a second: many small files, or a few large ones.
+BATCH_FILES = 64
+BATCH_BYTES = 64 * 2**20
+
+CATALOG_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("path", pa.string()),
+    ("size", pa.int64()),
+    ("status", pa.string()),
+    ("duplicate_of", pa.string()),
+    ("format", pa.string()),
+    ("mode", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("frames", pa.int32()),
+    ("animated", pa.bool_()),
+    ("orientation", pa.int8()),
+    ("error", pa.string()),
+    ("reason", pa.string()),
+])
+
+# Signatures of formats Pillow reads: a file that starts like one but will not open is damaged, not "not an image".
+_READABLE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"BM": "BMP",
+}
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def _row(path: str, size: int, **values) -> dict:
+    row = dict.fromkeys(CATALOG_SCHEMA.names)
+    row.update(path=path, size=size, animated=False, **values)
+    return row
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _unidentified(data: bytes) -> tuple[str, str]:
+    """Error class and reason for bytes Pillow does not recognise."""
+    head = data[:1024].lstrip()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "unsupported", "SVG vector image: only raster images are supported"
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "unsupported", "HEIF/HEIC image: this Pillow build cannot decode it"
+    if data.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "unsupported", "JPEG XL image: this Pillow build cannot decode it"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "corrupt", "starts like a WEBP file but its header cannot be read"
+    for magic, name in _READABLE_MAGIC.items():
+        if data.startswith(magic):
+            return "corrupt", f"starts like a {name} file but its header cannot be read"
+    return "not_image", "not an image format Pillow recognises"
+
+
+def probe_file(path: str, data: bytes, max_pixels: int) -> dict:
+    """Catalog row (status ``ok`` or ``rejected``) for one file's bytes; never raises for bad content."""
+    row = _row(path, len(data), id=hashlib.sha256(data).hexdigest())
+    if not data:
+        return {**row, "status": "rejected", "error": "not_image", "reason": "empty file"}
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        return {**row, "status": "rejected", "error": "too_large",
+                "reason": f"image header declares far more than {max_pixels} pixels (--max-pixels)"}
+    except UnidentifiedImageError:
+        error, reason = _unidentified(data)
+        return {**row, "status": "rejected", "error": error, "reason": reason}
+    except Exception as exc:  # Pillow plugins raise many types on garbage headers
+        return {**row, "status": "rejected", "error": "corrupt", "reason": _one_line(exc)}
+    with image:
+        row.update(format=image.format, mode=image.mode, width=image.width, height=image.height)
+        # Checked on the header, before any pixel is decoded.
+        if image.width * image.height > max_pixels:
+            return {**row, "status": "rejected", "error": "too_large",
+                    "reason": f"{image.width}x{image.height} = {image.width * image.height} pixels is over "
+                              f"the limit of {max_pixels} (--max-pixels)"}
+        try:
+            frames = int(getattr(image, "n_frames", 1))
+            image.seek(0)
+            image.load()
+            # The codec converts to RGB; a mode Pillow cannot convert is unusable downstream.
+            image.crop((0, 0, 1, 1)).convert("RGB")
+        except Image.DecompressionBombError as exc:
+            return {**row, "status": "rejected", "error": "too_large", "reason": _one_line(exc)}
+        except (ValueError, NotImplementedError) as exc:
+            if "conver" in str(exc):
+                return {**row, "status": "rejected", "error": "unsupported", "reason": _one_line(exc)}
+            return {**row, "status": "rejected", "error": "corrupt", "reason": _one_line(exc)}
+        except Exception as exc:
+            truncated = isinstance(exc, EOFError) or "truncated" in str(exc)
+            return {**row, "status": "rejected", "error": "truncated" if truncated else "corrupt",
+                    "reason": _one_line(exc)}
+        row.update(frames=frames, animated=frames > 1, orientation=_orientation(image))
+    return {**row, "status": "ok"}
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = int(image.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block is not a reason to reject the pixels
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def probe_batch(url: str, members: list[tuple[str, int]], max_pixels: int, max_bytes: int) -> list[dict]:
+    """Rows for a batch of members, read in one pass over the source. Runs on a Dask worker."""
+    # Pillow's own bomb guard reads this process-wide value (it fires at twice the value); align it with
+    # the run's limit so that a limit above Pillow's default works. Every probe in a run uses the same value.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    sizes = dict(members)
+    rows = {}
+    for path, data in open_source(url).read_many(sizes, max_bytes=max_bytes, errors="return"):
+        if isinstance(data, SourceError):
+            rows[path] = _row(path, sizes[path], status="rejected", error=data.kind, reason=str(data))
+        else:
+            rows[path] = probe_file(path, data, max_pixels)
+    return [rows[path] for path, _ in members]
+
+
+def list_members(url: str) -> dict:
+    """``{"members": [(path, size)] in source order, "damage": str | None, "missing": str | None}``.
+
+    ``damage`` says an archive broke part way (the members before it are kept); ``missing`` that the source
+    does not exist (a user error: returned, not raised, so that it is not retried).
+    """
+    members: list[tuple[str, int]] = []
+    try:
+        for member in open_source(url).iter_members():
+            members.append(member)
+    except FileNotFoundError as exc:
+        return {"members": [], "damage": None, "missing": str(exc)}
+    except DamagedArchive as exc:
+        damage = f"{exc}; the {len(members)} members before the damage are catalogued"
+        return {"members": members, "damage": damage, "missing": None}
+    return {"members": members, "damage": None, "missing": None}
+
+
+def make_batches(members: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
+    """Consecutive runs of members (archive order keeps each batch to one partial pass over a tar)."""
+    batches, current, current_bytes = [], [], 0
+    for path, size in members:
+        if current and (len(current) >= BATCH_FILES or current_bytes + size > BATCH_BYTES):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append((path, size))
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def resolve_duplicates(rows: list[dict]) -> list[dict]:
+    """Mark ``ok`` rows whose content equals an earlier ``ok`` row as ``duplicate`` of that row's path.
+
+    Rows keep their order: earlier runs first, then new files in source order, so a grown source never
+    turns an existing ``ok`` row into a duplicate. Rejected rows stay rejected (their reason matters more).
+    """
+    first: dict[str, str] = {}
+    out = []
+    for row in rows:
+        if row["status"] in ("ok", "duplicate"):
+            original = first.setdefault(row["id"], row["path"])
+            if original != row["path"]:
+                row = {**row, "status": "duplicate", "duplicate_of": original}
+            else:
+                row = {**row, "status": "ok", "duplicate_of": None}
+        out.append(row)
+    return out
+
+
+def catalog_path(workdir: str | os.PathLike) -> Path:
+    return Path(workdir) / CATALOG_NAME
+
+
+def read_catalog(workdir: str | os.PathLike) -> tuple[list[dict], dict[str, str]] | None:
+    """Rows and ``saepress.*`` metadata of an existing catalog, or None when there is none."""
+    path = catalog_path(workdir)
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k.startswith(b"saepress.")}
+    return table.to_pylist(), meta
+
+
+def write_catalog(workdir: str | os.PathLike, rows: list[dict], source: str, max_pixels: int) -> Path:
+    """Write the catalog atomically: a reader sees the old file or the new one, never half of one."""
+    path = catalog_path(workdir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"saepress.catalog_version": CATALOG_VERSION, "saepress.source": source,
+                "saepress.max_pixels": str(max_pixels)}
+    table = pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA.with_metadata(metadata))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def summarise(rows: list[dict]) -> dict:
+    status = Counter(row["status"] for row in rows)
+    return {
+        "seen": len(rows), "ok": status["ok"], "duplicate": status["duplicate"], "rejected": status["rejected"],
+        "errors": dict(sorted(Counter(r["error"] for r in rows if r["status"] == "rejected").items())),
+        "animated": sum(1 for r in rows if r["status"] == "ok" and r["animated"]),
+    }
+
+
+# Prefect tasks: the coarse steps of the ingest flow. Dask does the per-file work inside them.
+
+@task(name="list-source", retries=2, retry_delay_seconds=5)
+def list_source(url: str) -> dict:
+    import distributed
+
+    # On a worker: a remote cluster reads the source; the flow's machine may not see it.
+    return distributed.get_client().submit(list_members, url, pure=False).result()
+
+
+@task(name="probe-files", retries=1, retry_delay_seconds=5)
+def probe_files(url: str, members: list[tuple[str, int]], max_pixels: int, max_bytes: int) -> list[dict]:
+    import distributed
+
+    from flows.progress import progress
+
+    client = distributed.get_client()
+    batches = make_batches(members)
+    futures = [client.submit(probe_batch, url, batch, max_pixels, max_bytes, retries=2, pure=False)
+               for batch in batches]
+    rows: dict[str, dict] = {}
+    for future in progress(distributed.as_completed(futures), total=len(futures), description="probing"):
+        for row in future.result():
+            rows[row["path"]] = row
+        future.release()
+    return [rows[path] for path, _ in members]

@@ -1,0 +1,320 @@
+"""The shard set on disk: shard and index files, the manifest (the commit point) and the writer's lock.
+
+A SHARDDIR (a local folder or any fsspec URL such as ``s3://bucket/archive``) holds::
+
+    catalog.parquet                     the catalog ingest wrote (absent when compress read an existing WORKDIR)
+    models/<fingerprint>/               weights + config.json of every model a row was coded with
+    shards/<job>-<batch>-<rand>.parquet the stored items (immutable once written)
+    index/<job>-<seq>.parquet           path -> item -> shard, one file per commit (immutable)
+    manifest-<generation>.json          the committed state; the highest generation is the current one
+    .lock                               present while a job writes (owner pid, host, time)
+
+Shard file (``SHARD_SCHEMA_VERSION`` 1): Parquet, one row per stored item, rows sorted by ``id`` in small row groups
+so that a reader can fetch one item through the row-group statistics without reading the rest of the payload.
+
+    id                 string    sha256 hex of the original file's bytes (the image id)
+    paths              list<str> every original path (relative to the source root) known when the item was stored
+    kind               string    "coded" (data is a codec bitstream) or "passthrough" (data is the file verbatim)
+    width, height      int32?    pixels of the stored image (after EXIF orientation was applied); null for passthrough
+    mode               string?   Pillow mode of the original image; null for passthrough
+    format             string?   Pillow format of the original (JPEG, PNG, ...); null when not an image
+    original_bytes     int64     size of the original file
+    data               large_binary  the bitstream or the verbatim bytes
+    compressed_bytes   int64     len(data)
+    crc32              int64     zlib.crc32 of data (checked by verify before anything is decoded)
+    bpp                float64?  8 * compressed_bytes / (width * height) for coded rows
+    psnr               float64?  dB, measured by decoding right after encoding (verify-on-write)
+    model_fingerprint  string?   the model that coded the row (a folder under models/)
+    reason             string?   for passthrough: why the file was not coded
+
+Shard key-value metadata: ``saepress.shard_schema_version``, ``saepress.bitstream_format_version`` (empty when no
+row is coded), ``saepress.model_fingerprint``, ``saepress.model_uri``, ``saepress.created`` (UTC ISO 8601) and
+``saepress.job``.
+
+Index file: columns ``path``, ``id``, ``shard`` (the shard's name relative to SHARDDIR), ``kind``. Each commit adds one file
+with the paths it stored, including paths whose content an earlier commit already stored (duplicates). When a
+path appears in several index files (its content changed), the one listed last in the manifest wins.
+
+Manifest (``MANIFEST_VERSION`` 1): JSON written as a new generation per commit. On a local disk it is written under
+a temporary name and renamed; on object stores (no rename) the single PUT of a new object is the publish step.
+Readers take the highest generation, so a crash leaves either the old or the new state, never a mix::
+
+    manifest_version, generation, created, shard_schema_version,
+    models:   {fingerprint: {uri, version, path, bitstream_format_version}}
+    shards:   [{name, rows, bytes, sha256, model_fingerprint, job}]
+    index:    [{name, rows, bytes, sha256}]
+    skipped:  [{path, id, reason}]                  files left out with --skip-rejected
+    jobs:     [{job, started, finished, parameters, totals, mlflow_run_id}]
+    totals:   {files, items, coded, passthrough, duplicate, skipped, original_bytes, stored_bytes}
+
+Only files listed in the current manifest are part of the shard set; anything else under shards/ or index/ is left
+over from an interrupted job and is deleted by the next job that holds the lock.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import posixpath
+import socket
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARD_SCHEMA_VERSION = "1"
+MANIFEST_VERSION = 1
+LOCK_NAME = ".lock"
+MANIFEST_PREFIX = "manifest-"
+# Manifests older than the newest few are removed on commit: they are only history, and a reader that listed the
+# folder a moment ago still finds the one it chose.
+MANIFEST_KEEP = 3
+# ~32 items per row group keeps a single-item read small while the footer stays tiny.
+ROW_GROUP_ITEMS = 32
+
+SHARD_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("paths", pa.list_(pa.string())),
+    ("kind", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("mode", pa.string()),
+    ("format", pa.string()),
+    ("original_bytes", pa.int64()),
+    ("data", pa.large_binary()),
+    ("compressed_bytes", pa.int64()),
+    ("crc32", pa.int64()),
+    ("bpp", pa.float64()),
+    ("psnr", pa.float64()),
+    ("model_fingerprint", pa.string()),
+    ("reason", pa.string()),
+])
+INDEX_SCHEMA = pa.schema([("path", pa.string()), ("id", pa.string()), ("shard", pa.string()), ("kind", pa.string())])
+# Columns that describe an item without its payload (for listings and verification summaries).
+META_COLUMNS = [name for name in SHARD_SCHEMA.names if name != "data"]
+
+
+class ShardDirError(Exception):
+    """The shard set is unreadable or inconsistent; the message says what is wrong."""
+
+
+class LockedError(Exception):
+    """Another job holds the SHARDDIR lock."""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def open_dir(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem and root path of a SHARDDIR URL (a plain path means the local disk)."""
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root.rstrip("/")
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return "file" in protocols or "local" in protocols
+
+
+def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Make ``path`` hold ``data`` all at once: temp name + rename locally, a single PUT on object stores."""
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    if is_local(fs):
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- shards and index files
+
+def shard_bytes(rows: list[dict[str, Any]], metadata: dict[str, str]) -> bytes:
+    """Serialise rows (dicts with SHARD_SCHEMA's columns) into one shard file's bytes, sorted by id."""
+    rows = sorted(rows, key=lambda row: row["id"])
+    table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
+    meta = {"saepress.shard_schema_version": SHARD_SCHEMA_VERSION, **metadata}
+    table = table.replace_schema_metadata({k: str(v) for k, v in meta.items()})
+    sink = io.BytesIO()
+    # Statistics on id let a reader skip every row group but the one holding the item it wants.
+    pq.write_table(table, sink, row_group_size=ROW_GROUP_ITEMS, compression="zstd",
+                   write_statistics=["id"], use_dictionary=["kind", "mode", "format", "model_fingerprint"])
+    return sink.getvalue()
+
+
+def read_shard(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None,
+               ids: Iterable[str] | None = None) -> pa.Table:
+    """Read a shard's rows (optionally only some columns, or only the rows of some ids)."""
+    filters = [("id", "in", list(ids))] if ids is not None else None
+    with fs.open(path, "rb") as handle:
+        table = pq.read_table(handle, columns=columns, filters=filters)
+    return table
+
+
+def shard_metadata(data: bytes) -> dict[str, str]:
+    meta = pq.read_schema(pa.BufferReader(data)).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items()}
+
+
+def index_bytes(entries: list[dict[str, str]]) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(entries, schema=INDEX_SCHEMA), sink, compression="zstd")
+    return sink.getvalue()
+
+
+def read_index(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict[str, tuple[str, str, str]]:
+    """path -> (id, shard, kind) over every index file of the manifest, later files winning."""
+    mapping: dict[str, tuple[str, str, str]] = {}
+    for entry in manifest["index"]:
+        with fs.open(f"{root}/{entry['name']}", "rb") as handle:
+            table = pq.read_table(handle)
+        for path, *rest in zip(*(table.column(c).to_pylist() for c in INDEX_SCHEMA.names)):
+            mapping[path] = tuple(rest)
+    return mapping
+
+
+# ---------------------------------------------------------------- manifest
+
+def empty_manifest() -> dict:
+    return {"manifest_version": MANIFEST_VERSION, "generation": 0, "created": None,
+            "shard_schema_version": SHARD_SCHEMA_VERSION, "models": {}, "shards": [], "index": [],
+            "skipped": [], "jobs": [], "totals": {}}
+
+
+def _generations(fs: fsspec.AbstractFileSystem, root: str) -> list[int]:
+    if not fs.exists(root):
+        return []
+    found = []
+    for path in fs.ls(root, detail=False):
+        name = posixpath.basename(path)
+        stem = name[len(MANIFEST_PREFIX):-len(".json")]
+        if name.startswith(MANIFEST_PREFIX) and name.endswith(".json") and stem.isdigit():
+            found.append(int(stem))
+    return sorted(found)
+
+
+def manifest_name(generation: int) -> str:
+    return f"{MANIFEST_PREFIX}{generation:08d}.json"
+
+
+def read_manifest(fs: fsspec.AbstractFileSystem, root: str, required: bool = True) -> dict:
+    """The current (highest-generation) manifest; an empty one when none exists and ``required`` is false."""
+    generations = _generations(fs, root)
+    if not generations:
+        if required:
+            raise ShardDirError(f"{root} has no manifest: it is not a shard set, or no compression has committed yet")
+        return empty_manifest()
+    name = manifest_name(generations[-1])
+    try:
+        manifest = json.loads(fs.cat_file(f"{root}/{name}"))
+    except (OSError, ValueError) as exc:
+        raise ShardDirError(f"{root}/{name} is unreadable ({exc})") from None
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise ShardDirError(f"{root}/{name} has manifest version {manifest.get('manifest_version')!r}; "
+                            f"this saepress reads version {MANIFEST_VERSION}: upgrade saepress")
+    return manifest
+
+
+def write_manifest(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict:
+    """Commit ``manifest`` as the next generation and return it; only the lock holder may call this."""
+    generations = _generations(fs, root)
+    committed = dict(manifest, generation=(generations[-1] if generations else 0) + 1, created=now())
+    put_atomic(fs, f"{root}/{manifest_name(committed['generation'])}",
+               json.dumps(committed, indent=1, sort_keys=True).encode())
+    for old in generations[:-MANIFEST_KEEP + 1]:
+        fs.rm_file(f"{root}/{manifest_name(old)}")
+    return committed
+
+
+def collect_garbage(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> list[str]:
+    """Delete shard/index/temp files the manifest does not list (left by interrupted jobs); lock holder only."""
+    keep = {f"{root}/{e['name']}" for e in manifest["shards"] + manifest["index"]}
+    removed = []
+    for folder in ("shards", "index"):
+        if not fs.exists(f"{root}/{folder}"):
+            continue
+        for path in fs.ls(f"{root}/{folder}", detail=False):
+            if path.rstrip("/") not in keep:
+                fs.rm_file(path)
+                removed.append(path)
+    for path in fs.ls(root, detail=False) if fs.exists(root) else []:
+        if path.endswith(".tmp"):
+            fs.rm_file(path)
+            removed.append(path)
+    return removed
+
+
+# ---------------------------------------------------------------- lock
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Create ``path`` only if it does not exist; False when it does (O_EXCL locally, If-None-Match on S3)."""
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    if is_local(fs):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+    try:
+        with fs.open(path, "xb") as handle:
+            handle.write(data)
+    except FileExistsError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def lock(url: str, job: str) -> Iterator[dict]:
+    """Hold SHARDDIR's writer lock for the block.
+
+    A lock left by a dead process on this host is taken over (the pid is checked); a lock from another host
+    cannot be checked, so the error names the file to delete once the user knows that job is gone.
+    """
+    fs, root = open_dir(url)
+    path = f"{root}/{LOCK_NAME}"
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": now(), "job": job}
+    data = json.dumps(owner).encode()
+    if not _create_exclusive(fs, path, data):
+        try:
+            held = json.loads(fs.cat_file(path))
+        except (OSError, ValueError):
+            held = {}
+        stale = held.get("host") == owner["host"] and isinstance(held.get("pid"), int) and not _pid_alive(held["pid"])
+        if not stale:
+            raise LockedError(
+                f"{url} is being written by another job (pid {held.get('pid')} on {held.get('host')} since "
+                f"{held.get('since')}, job {held.get('job')}). Wait for it to finish; if that job is gone, delete "
+                f"{url.rstrip('/')}/{LOCK_NAME} and run again.")
+        fs.rm_file(path)
+        if not _create_exclusive(fs, path, data):
+            raise LockedError(f"{url} was locked by another job while a stale lock was being replaced; try again")
+    try:
+        yield owner
+    finally:
+        fs.rm_file(path)

@@ -1,0 +1,210 @@
+"""compress -> verify -> decompress / get on a small real archive: nothing lost, resumable, incremental."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def make_archive(folder: Path, dev_images: Path, count: int = 4, size: int = 48) -> dict[str, str]:
+    """Small crops of the dev photos plus the awkward cases; returns path -> kind expected after compression."""
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for n, source in enumerate(sorted(dev_images.glob("*.png"))[:count]):
+        with Image.open(source) as image:
+            image.crop((0, 0, size + 8 * n, size)).save(folder / f"img{n}.png")
+        expected[f"img{n}.png"] = "coded"
+    (folder / "sub").mkdir(exist_ok=True)
+    with Image.open(folder / "img0.png") as image:
+        image.convert("L").save(folder / "sub" / "gray.jpg", quality=90)
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise for display
+        image.save(folder / "sub" / "rotated.jpg", exif=exif.tobytes(), quality=90)
+    (folder / "sub" / "copy.png").write_bytes((folder / "img1.png").read_bytes())
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "broken.png").write_bytes((folder / "img2.png").read_bytes()[:120])
+    expected.update({"sub/gray.jpg": "coded", "sub/rotated.jpg": "coded", "sub/copy.png": "duplicate",
+                     "notes.txt": "passthrough", "broken.png": "passthrough"})
+    return expected
+
+
+def manifest(sharddir: Path) -> dict:
+    return json.loads(sorted(sharddir.glob("manifest-*.json"))[-1].read_text())
+
+
+def stored_ids(sharddir: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [i for s in manifest(sharddir)["shards"] for i in pq.read_table(sharddir / s["name"]).column("id").to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, dev_images):
+    folder = tmp_path_factory.mktemp("archive") / "src"
+    return folder, make_archive(folder, dev_images)
+
+
+@pytest.fixture(scope="module")
+def compressed(archive, tmp_path_factory, prefect_harness):
+    from flows.compress import compress_flow
+
+    folder, expected = archive
+    out = tmp_path_factory.mktemp("shards") / "set"
+    result = compress_flow(source=str(folder), out=str(out), shard_max_items=3, quality=60)
+    return out, result
+
+
+def test_compress_accounts_for_every_file(compressed, archive):
+    out, result = compressed
+    _, expected = archive
+    assert result["problems"] == []
+    totals = manifest(out)["totals"]
+    kinds = list(expected.values())
+    assert (totals["coded"], totals["passthrough"], totals["duplicate"], totals["skipped"]) == (
+        kinds.count("coded"), kinds.count("passthrough"), kinds.count("duplicate"), 0)
+    assert totals["files"] == len(expected)
+    assert any(line.startswith(f"catalog: {len(expected)} files = ") for line in result["report"])
+    assert sorted(stored_ids(out)) == sorted(set(stored_ids(out)))
+    assert len(manifest(out)["shards"]) >= 3  # bounded by shard_max_items
+
+
+def test_manifest_lists_shards_with_checksums_and_model_copy(compressed):
+    out, _ = compressed
+    m = manifest(out)
+    for entry in m["shards"]:
+        data = (out / entry["name"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+    [fingerprint] = m["models"]
+    from sae_model import Codec
+
+    assert Codec.load(str(out / "models" / fingerprint)).fingerprint == fingerprint
+    assert m["jobs"][-1]["parameters"]["quality"] == 60 and m["jobs"][-1]["finished"]
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_verify_clean_set(compressed, decode):
+    from flows.access import verify
+
+    out, _ = compressed
+    result = verify(str(out), decode=decode)
+    assert result["problems"] == [], result
+    assert result["report"][0].endswith("OK")
+
+
+def test_decompress_writes_every_path(compressed, archive, tmp_path):
+    from flows.compress import decompress_flow
+
+    out, _ = compressed
+    folder, expected = archive
+    restored = tmp_path / "restored"
+    result = decompress_flow(sharddir=str(out), out=str(restored))
+    assert result["problems"] == [] and result["written"] == len(expected)
+    for path, kind in expected.items():
+        if kind == "passthrough":
+            assert (restored / path).read_bytes() == (folder / path).read_bytes()
+            continue
+        name = path if path.endswith(".png") else f"{path}.png"
+        with Image.open(restored / name) as back, Image.open(folder / path) as original:
+            assert back.format == "PNG"
+            if path == "sub/rotated.jpg":  # EXIF orientation 6 applied: width and height swap
+                assert back.size == original.size[::-1]
+            else:
+                assert back.size == original.size
+            if path == "sub/gray.jpg":
+                assert back.mode == "L"
+
+
+@pytest.mark.parametrize("key", ["id", "path", "duplicate path"])
+def test_get_one_item(compressed, archive, tmp_path, key):
+    from flows.access import get_image
+
+    out, _ = compressed
+    folder, _ = archive
+    notes = (folder / "notes.txt").read_bytes()
+    image = {"id": hashlib.sha256(notes).hexdigest(), "path": "notes.txt", "duplicate path": "sub/copy.png"}[key]
+    result = get_image(str(out), image, str(tmp_path / "one"))
+    assert result["problems"] == []
+    if key == "duplicate path":
+        with Image.open(tmp_path / "one") as back:
+            assert back.size == Image.open(folder / "img1.png").size
+    else:
+        assert (tmp_path / "one").read_bytes() == notes
+
+
+def test_get_unknown_is_a_config_error(compressed, tmp_path):
+    from flows.access import get_image
+    from flows.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="neither"):
+        get_image(str(compressed[0]), "no/such.png", str(tmp_path / "x"))
+
+
+def test_rerun_is_idempotent_and_growth_is_incremental(compressed, archive, prefect_harness):
+    from flows.access import verify
+    from flows.compress import compress_flow
+
+    out, _ = compressed
+    folder, expected = archive
+    before = stored_ids(out)
+    again = compress_flow(source=str(folder), out=str(out), shard_max_items=3, quality=60)
+    assert again["problems"] == [] and again["totals"]["new_items"] == 0
+    assert sorted(stored_ids(out)) == sorted(before)
+
+    with Image.open(folder / "img3.png") as image:
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "new.png")
+    (folder / "sub" / "copy2.png").write_bytes((folder / "img0.png").read_bytes())
+    grown = compress_flow(source=str(folder), out=str(out), shard_max_items=3, quality=60)
+    assert grown["problems"] == [] and grown["totals"]["new_items"] == 1
+    assert sorted(stored_ids(out)) == sorted(set(stored_ids(out)))
+    assert manifest(out)["totals"]["files"] == len(expected) + 2
+    assert manifest(out)["totals"]["duplicate"] == 2
+    assert verify(str(out))["problems"] == []
+
+
+@pytest.mark.parametrize("rate", [{"target_bpp": 1.0}, {"target_psnr": 30.0}])
+def test_skip_rejected_and_rate_control(archive, tmp_path, prefect_harness, rate):
+    from flows.access import verify
+    from flows.compress import compress_flow
+
+    folder, expected = archive
+    result = compress_flow(source=str(folder), out=str(tmp_path / "s"), skip_rejected=True, **rate)
+    assert result["problems"] == []
+    m = manifest(tmp_path / "s")
+    assert m["totals"]["skipped"] >= 2 and m["totals"]["passthrough"] == 0
+    assert {e["path"] for e in m["skipped"]} >= {"notes.txt", "broken.png"}
+    assert any(line.startswith("skipped: notes.txt") for line in result["report"])
+    assert m["jobs"][-1]["parameters"][next(iter(rate))] == next(iter(rate.values()))
+    assert verify(str(tmp_path / "s"))["problems"] == []
+
+
+def test_two_rates_at_once_is_a_config_error(archive, tmp_path, prefect_harness):
+    from flows.compress import compress_flow
+    from flows.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="one of"):
+        compress_flow(source=str(archive[0]), out=str(tmp_path / "s"), quality=50, target_bpp=1.0)
+
+
+def test_missing_or_altered_model_is_a_clear_error(compressed, tmp_path):
+    import shutil
+
+    from flows.access import get_image, verify
+    from tasks import compress as units
+
+    out, _ = compressed
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    [fingerprint] = manifest(copy)["models"]
+    shutil.rmtree(copy / "models" / fingerprint)
+    units._CODECS.clear()
+    result = verify(str(copy), decode=True)
+    assert any("missing: model" in p for p in result["problems"])
+    assert any("missing from" in p for p in result["problems"])
+    got = get_image(str(copy), "img0.png", str(tmp_path / "x.png"))
+    assert got["problems"] and not (tmp_path / "x.png").exists()

@@ -1,0 +1,166 @@
+"""Damage and interruptions: corrupt or missing shards, a concurrent job, a killed job, an S3 shard set."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_compress import make_archive, manifest, stored_ids
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shard_set(tmp_path_factory, dev_images, prefect_harness):
+    from flows.compress import compress_flow
+
+    base = tmp_path_factory.mktemp("faults")
+    make_archive(base / "src", dev_images)
+    result = compress_flow(source=str(base / "src"), out=str(base / "set"), shard_max_items=2)
+    assert result["problems"] == []
+    return base
+
+
+@pytest.fixture
+def damaged(shard_set, tmp_path):
+    copy = tmp_path / "set"
+    shutil.copytree(shard_set / "set", copy)
+    return copy
+
+
+@pytest.mark.parametrize("where", [0.5, 0.95])
+def test_flipped_byte_is_reported_by_verify_and_decompress(damaged, tmp_path, where):
+    from flows.access import verify
+    from flows.compress import decompress_flow
+
+    entry = manifest(damaged)["shards"][0]
+    path = damaged / entry["name"]
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x40
+    path.write_bytes(bytes(data))
+    result = verify(str(damaged))
+    assert any(p.startswith("corrupt:") and entry["name"] in p for p in result["problems"])
+    restored = decompress_flow(sharddir=str(damaged), out=str(tmp_path / "out"))
+    assert restored["problems"], "a damaged shard must not decompress silently"
+    assert restored["written"] > 0  # the other shards still come back
+
+
+def test_deleted_shard_is_reported_missing(damaged):
+    from flows.access import verify
+
+    entry = manifest(damaged)["shards"][-1]
+    (damaged / entry["name"]).unlink()
+    problems = verify(str(damaged))["problems"]
+    assert any(p.startswith("missing:") and entry["name"] in p for p in problems)
+
+
+def test_extra_and_duplicated_items_are_reported(damaged):
+    from flows.access import verify
+
+    first = manifest(damaged)["shards"][0]
+    shutil.copy(damaged / first["name"], damaged / "shards" / "stray.parquet")
+    problems = verify(str(damaged))["problems"]
+    assert any(p.startswith("extra:") and "stray.parquet" in p for p in problems)
+
+
+def test_second_job_on_a_locked_sharddir_refuses(shard_set, tmp_path, prefect_harness):
+    from flows.compress import compress_flow
+    from flows.settings import ConfigError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from tasks import shards\n"
+         "with shards.lock(sys.argv[1], 'holder'):\n    print('locked', flush=True); time.sleep(120)",
+         str(shard_set / "set")], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match="being written by another job"):
+            compress_flow(source=str(shard_set / "src"), out=str(shard_set / "set"))
+    finally:
+        holder.kill()
+        holder.wait()
+    (shard_set / "set" / ".lock").unlink(missing_ok=True)
+
+
+def test_killed_job_then_rerun_stores_each_item_once(tmp_path, dev_images, prefect_harness):
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.access import verify
+    from flows.compress import compress_flow
+
+    expected = make_archive(tmp_path / "src", dev_images, count=12, size=40)
+    out = tmp_path / "set"
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), SAEPRESS_DASK_WORKERS="1")
+    job = subprocess.Popen(
+        [sys.executable, "-c", "import sys, flows.compress as c\nc.COMMIT_SECONDS = 0\n"
+         "c.compress_flow(source=sys.argv[1], out=sys.argv[2], shard_max_items=1)", str(tmp_path / "src"), str(out)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("manifest-*.json")) and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.05)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)  # the driver and its LocalCluster workers, like a killed container
+        job.wait()
+    assert (out / ".lock").exists(), "the killed job leaves its lock behind"
+    result = compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=1)
+    assert result["problems"] == []
+    ids = stored_ids(out)
+    assert len(ids) == len(set(ids)) == manifest(out)["totals"]["items"]
+    assert manifest(out)["totals"]["files"] == len(expected)
+    assert verify(str(out))["problems"] == []
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem().mkdir("archive")
+    yield "s3://archive"
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
+def test_shard_set_on_s3(shard_set, s3, tmp_path, prefect_harness):
+    import hashlib
+
+    import s3fs
+
+    from flows.access import get_image, verify
+    from flows.compress import compress_flow, decompress_flow
+    from tasks import shards
+
+    url = f"{s3}/set"
+    workdir = shard_set / "set"  # a WORKDIR: its catalog.parquet is reused, nothing is ingested again
+    result = compress_flow(source=str(workdir), out=url, shard_max_items=3)
+    assert result["problems"] == []
+    fs = s3fs.S3FileSystem()
+    assert fs.exists(f"archive/set/{shards.manifest_name(manifest_generation := result['manifest_generation'])}")
+    assert manifest_generation >= 1 and not fs.exists("archive/set/.lock")
+    assert verify(url, decode=True)["problems"] == []
+    notes = (shard_set / "src" / "notes.txt").read_bytes()
+    assert get_image(url, hashlib.sha256(notes).hexdigest(), str(tmp_path / "n"))["problems"] == []
+    assert (tmp_path / "n").read_bytes() == notes
+    restored = decompress_flow(sharddir=url, out=str(tmp_path / "out"))
+    assert restored["problems"] == [] and (tmp_path / "out" / "notes.txt").read_bytes() == notes
+    with shards.lock(url, "one"), pytest.raises(shards.LockedError):
+        with shards.lock(url, "two"):
+            pass

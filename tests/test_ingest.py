@@ -1,0 +1,154 @@
+"""Ingest: the probe on every kind of good and bad file, and the flow on real tar, zip, folder and memory sources."""
+from __future__ import annotations
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+from fixtures_archives import (TEST_MAX_BYTES, Case, bomb_png, common_cases, expected_rows, folder_extras,
+                               local_cluster, rgb_jpeg, rgb_png, tar_extras, write_folder, write_fs, write_tar, write_zip,
+                               zip_extras)
+
+from flows.ingest import ingest_flow
+from flows.settings import ConfigError
+from tasks.ingest import CATALOG_SCHEMA, make_batches, probe_file
+
+CASES = common_cases()
+READABLE = [case for case in CASES if case.read]
+
+
+def without_reason(rows):
+    return [{k: v for k, v in row.items() if k != "reason"} for row in rows]
+
+
+@pytest.mark.parametrize("case", READABLE, ids=[case.path for case in READABLE])
+def test_probe_classifies_each_file(case):
+    row = probe_file(case.path, case.data, max_pixels=200_000_000)
+    expected = expected_rows([case])[0]
+    # Duplicates are decided across rows, later; alone each file is ok or rejected.
+    expected.update(status="ok" if case.status == "duplicate" else case.status, duplicate_of=None)
+    assert without_reason([row]) == [expected]
+    assert (row["reason"] is None) == (row["status"] == "ok")
+
+
+def test_pixel_limit_is_checked_on_the_header_and_configurable():
+    data = bomb_png(3000, 2000)  # 6 MP claimed, a few bytes of pixels
+    row = probe_file("p.png", data, max_pixels=5_000_000)
+    assert (row["status"], row["error"], row["width"], row["height"]) == ("rejected", "too_large", 3000, 2000)
+    assert "5000000" in row["reason"]
+    # Under a higher limit the header passes and decoding finds the missing pixels.
+    assert probe_file("p.png", data, max_pixels=7_000_000)["error"] in ("truncated", "corrupt")
+
+
+def test_batches_group_consecutive_files_by_count_and_bytes():
+    members = [(f"f{i}", 10) for i in range(130)] + [("big", 63 * 2**20), ("big2", 63 * 2**20)]
+    batches = make_batches(members)
+    assert [len(b) for b in batches] == [64, 64, 3, 1]
+    assert [m for b in batches for m in b] == members
+
+
+# Flow tests share clusters passed by address. memory:// lives in one process, so those use in-process workers.
+
+@pytest.fixture(scope="module")
+def process_cluster():
+    with local_cluster(workers=1) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def thread_cluster():
+    with local_cluster(processes=False) as address:
+        yield address
+
+
+def _memory_source(name: str, cases) -> str:
+    fs = fsspec.filesystem("memory")
+    root = f"/ingest-test/{name}"
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+    return "memory://" + write_fs(fs, root, cases)
+
+
+def _build(kind: str, tmp_path):
+    """(source URL, cases in source order) for one kind of source."""
+    if kind == "folder":
+        cases = sorted(CASES + folder_extras(tmp_path / "outside"), key=lambda c: c.path)
+        return str(write_folder(tmp_path / "src", cases)), cases
+    if kind == "tar.gz":
+        cases = CASES + tar_extras()
+        return str(write_tar(tmp_path / "src.tar.gz", cases)), cases
+    if kind == "zip":
+        cases = CASES + zip_extras()
+        return str(write_zip(tmp_path / "src.zip", cases)), cases
+    raise ValueError(kind)
+
+
+def _check_catalog(result, out, url, cases):
+    table = pq.read_table(out / "catalog.parquet")
+    assert table.schema.remove_metadata() == CATALOG_SCHEMA
+    assert table.schema.metadata[b"saepress.catalog_version"] == b"1"
+    assert table.schema.metadata[b"saepress.source"] == url.encode()
+    rows = table.to_pylist()
+    assert without_reason(rows) == expected_rows(cases)
+    for row in rows:  # a one-line reason for every rejection, none otherwise
+        assert (row["status"] == "rejected") == bool(row["reason"]) and "\n" not in (row["reason"] or "")
+    counts = {s: sum(1 for c in cases if c.status == s) for s in ("ok", "duplicate", "rejected")}
+    assert {k: result[k] for k in counts} == counts
+    assert result["seen"] == len(cases) == sum(counts.values())
+    rejected = [row for row in rows if row["status"] == "rejected"]
+    assert result["problems"] == [f"rejected {r['path']}: {r['error']}: {r['reason']}" for r in rejected]
+    assert f"ok {counts['ok']} + duplicate {counts['duplicate']} + rejected {counts['rejected']} = {len(cases)}" \
+        in result["report"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("kind", ["folder", "tar.gz", "zip"])
+def test_ingest_catalogues_every_file_exactly(tmp_path, kind, process_cluster):
+    url, cases = _build(kind, tmp_path)
+    out = tmp_path / "work"
+    result = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=process_cluster)
+    _check_catalog(result, out, url, cases)
+    assert result["new"] == len(cases)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_ingest_memory_source_is_idempotent_and_grows(tmp_path, thread_cluster):
+    url = _memory_source("grow", CASES)
+    out = tmp_path / "work"
+    first = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
+    _check_catalog(first, out, url, CASES)
+    before = pq.read_table(out / "catalog.parquet").to_pylist()
+
+    again = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
+    assert again["new"] == 0
+    assert pq.read_table(out / "catalog.parquet").to_pylist() == before
+
+    # New files, one of which sorts before every old one and copies an old ok image: old rows keep their roles.
+    added = [Case("0_first_copy_of_photo.jpg", CASES[0].data, "duplicate"),
+             Case("z/new.jpg", rgb_jpeg(50, 40, 77), "ok", info={})]
+    fs = fsspec.filesystem("memory")
+    write_fs(fs, url.removeprefix("memory://"), added)
+    grown = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
+    rows = pq.read_table(out / "catalog.parquet").to_pylist()
+    assert grown["new"] == 2 and grown["seen"] == len(CASES) + 2
+    assert rows[: len(before)] == before
+    assert [(r["path"], r["status"], r["duplicate_of"]) for r in rows[len(before):]] == [
+        ("0_first_copy_of_photo.jpg", "duplicate", "a/photo.jpg"), ("z/new.jpg", "ok", None)]
+
+    # A file that changed size is probed again; a file that disappeared leaves the catalog.
+    fs.pipe_file(url.removeprefix("memory://") + "/z/new.jpg", rgb_png(30, 30, 5))
+    fs.rm(url.removeprefix("memory://") + "/bad/notes.jpg")
+    changed = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
+    assert changed["new"] == 1 and changed["seen"] == len(CASES) + 1
+    assert "(new 0, changed 1, already catalogued 16, gone since last run 1)" in changed["report"][1]
+    row = [r for r in pq.read_table(out / "catalog.parquet").to_pylist() if r["path"] == "z/new.jpg"][0]
+    assert row["format"] == "PNG"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_ingest_refuses_another_source_or_a_missing_one(tmp_path, thread_cluster):
+    out = tmp_path / "work"
+    ingest_flow(_memory_source("one", CASES[:2]), str(out), dask_address=thread_cluster)
+    with pytest.raises(ConfigError, match="already catalogues"):
+        ingest_flow(_memory_source("two", CASES[:2]), str(out), dask_address=thread_cluster)
+    with pytest.raises(ConfigError, match="does not exist"):
+        ingest_flow(str(tmp_path / "missing"), str(tmp_path / "other"), dask_address=thread_cluster)

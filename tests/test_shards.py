@@ -1,0 +1,152 @@
+"""Shard files, manifest generations, the writer's lock, and the planning/accounting the driver does."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import zlib
+
+import pytest
+
+from tasks import compress as units
+from tasks import shards
+
+
+def _row(item: str, data: bytes, kind: str = "passthrough") -> dict:
+    return {"id": item, "paths": [f"{item}.bin"], "kind": kind, "original_bytes": len(data), "data": data,
+            "compressed_bytes": len(data), "crc32": zlib.crc32(data)}
+
+
+@pytest.mark.parametrize("count", [1, 70])
+def test_shard_roundtrip_sorted_with_metadata(count):
+    rows = [_row(f"{n:064x}", bytes([n % 256]) * (n + 1)) for n in reversed(range(count))]
+    data = shards.shard_bytes(rows, {"saepress.model_fingerprint": "f" * 64, "saepress.job": "j"})
+    meta = shards.shard_metadata(data)
+    assert meta["saepress.shard_schema_version"] == shards.SHARD_SCHEMA_VERSION
+    assert meta["saepress.model_fingerprint"] == "f" * 64
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/s/x.parquet", data)
+    table = shards.read_shard(fs, "/s/x.parquet")
+    assert table.column("id").to_pylist() == sorted(r["id"] for r in rows)
+    wanted = rows[count // 2]["id"]
+    one = shards.read_shard(fs, "/s/x.parquet", ids=[wanted]).to_pylist()
+    assert [r["id"] for r in one] == [wanted] and one[0]["data"] == rows[count // 2]["data"]
+
+
+def test_manifest_generations_latest_wins_and_old_ones_pruned(tmp_path):
+    fs, root = shards.open_dir(str(tmp_path))
+    assert shards.read_manifest(fs, root, required=False)["generation"] == 0
+    with pytest.raises(shards.ShardDirError, match="no manifest"):
+        shards.read_manifest(fs, root)
+    for n in range(1, 6):
+        committed = shards.write_manifest(fs, root, dict(shards.empty_manifest(), skipped=[{"n": n}]))
+        assert committed["generation"] == n
+    assert shards.read_manifest(fs, root)["skipped"] == [{"n": 5}]
+    assert len(list(tmp_path.glob("manifest-*.json"))) == shards.MANIFEST_KEEP
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_manifest_from_a_newer_saepress_is_refused(tmp_path):
+    (tmp_path / shards.manifest_name(1)).write_text(json.dumps({"manifest_version": 99}))
+    fs, root = shards.open_dir(str(tmp_path))
+    with pytest.raises(shards.ShardDirError, match="upgrade saepress"):
+        shards.read_manifest(fs, root)
+
+
+def test_garbage_collection_keeps_only_listed_files(tmp_path):
+    fs, root = shards.open_dir(str(tmp_path))
+    for name in ("shards/a.parquet", "shards/b.parquet", "index/i.parquet"):
+        shards.put_atomic(fs, f"{root}/{name}", b"x")
+    (tmp_path / "manifest-00000009.json.abc.tmp").write_bytes(b"half")
+    manifest = dict(shards.empty_manifest(), shards=[{"name": "shards/a.parquet"}], index=[])
+    removed = shards.collect_garbage(fs, root, manifest)
+    assert len(removed) == 3
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.parquet"]
+
+
+def test_lock_is_exclusive_between_threads(tmp_path):
+    wins, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def contend():
+        barrier.wait()
+        try:
+            with shards.lock(str(tmp_path), "job"):
+                wins.append(1)
+                barrier_hold.wait()
+        except shards.LockedError as exc:
+            errors.append(str(exc))
+            barrier_hold.wait()
+
+    barrier_hold = threading.Barrier(4)
+    threads = [threading.Thread(target=contend) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(errors) == 3
+    assert "delete" in errors[0] and shards.LOCK_NAME in errors[0]
+    assert not (tmp_path / shards.LOCK_NAME).exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / shards.LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    with shards.lock(str(tmp_path), "job") as owner:
+        assert json.loads((tmp_path / shards.LOCK_NAME).read_text())["job"] == owner["job"]
+
+
+def test_lock_from_another_host_is_not_taken_over(tmp_path):
+    (tmp_path / shards.LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "t", "job": "j"}))
+    with pytest.raises(shards.LockedError, match="elsewhere"):
+        with shards.lock(str(tmp_path), "job"):
+            pass
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("a/photo.jpg", "a/photo.jpg.png"), ("scan.PNG", "scan.PNG"), ("x", "x.png")])
+def test_output_name_for_coded_items(path, expected):
+    assert units.output_name(path, "coded") == expected
+    assert units.output_name(path, "passthrough") == path
+
+
+@pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../x", "C:/x", "..", ""])
+def test_unsafe_paths_are_refused(path):
+    with pytest.raises(units.ItemError):
+        units.safe_relative(path)
+
+
+def _catalog(*rows):
+    keys = ("path", "id", "status", "size")
+    return [dict(zip(keys, row), format=None, reason="why", error=None) for row in rows]
+
+
+@pytest.mark.parametrize("skip_rejected", [False, True])
+def test_plan_batches_duplicates_skips_and_accounting(skip_rejected):
+    catalog = _catalog(("a", "1", "ok", 10), ("b", "2", "ok", 10), ("c", "1", "duplicate", 10),
+                       ("d", "3", "rejected", 10), ("e", "4", "ok", 100), ("f", None, "rejected", 5))
+    plan = units.plan_job(catalog, {}, skip_rejected, max_items=2, max_bytes=50)
+    stored = [item for batch in plan["batches"] for item in batch]
+    assert [len(b) for b in plan["batches"]] == ([2, 1] if skip_rejected else [2, 1, 1])
+    assert {i["id"]: i["paths"] for i in stored}["1"] == ["a", "c"]
+    assert {e["path"] for e in plan["skipped"]} == ({"d", "f"} if skip_rejected else {"f"})
+    index = {p: (i["id"], "s", "passthrough" if i["status"] == "rejected" else "coded")
+             for i in stored for p in i["paths"]}
+    counts = units.account(catalog, index, plan["skipped"])
+    assert counts["coded"] + counts["passthrough"] + counts["skipped"] + counts["duplicate"] == len(catalog)
+    assert counts["duplicate"] == 1 and counts["missing"] == []
+    assert units.account(catalog, {}, [])["missing"] == [r["path"] for r in catalog]
+
+
+def test_plan_of_a_grown_catalog_adds_only_new_content():
+    index = {"a": ("1", "s1", "coded"), "b": ("2", "s1", "coded")}
+    catalog = _catalog(("a", "1", "ok", 1), ("b", "2", "ok", 1), ("g", "1", "ok", 1), ("h", "9", "ok", 1),
+                       ("b2", "2", "ok", 1))
+    plan = units.plan_job(catalog, index, False, 10, 10**6)
+    assert [[i["id"] for i in b] for b in plan["batches"]] == [["9"]]
+    assert {(e["path"], e["shard"]) for e in plan["duplicates"]} == {("g", "s1"), ("b2", "s1")}

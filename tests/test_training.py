@@ -1,0 +1,351 @@
+"""Training: the seeded patch stream, validation images, the champion rule, and `train_flow` end to end on SQLite.
+
+The workdirs here follow the contract in docs/interfaces.md (catalog.parquet + patches/part-*.parquet), written
+with pyarrow from crops of the sample images, so these tests depend only on sae_model and tasks.sources.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import training
+
+SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "flows" / "sample_data"
+REPO = Path(__file__).resolve().parents[1]
+# Small enough for a few hundred steps in seconds on a shared CPU, big enough to exercise windows and epochs.
+TINY_MODEL = {"batch_size": 64, "K": 2}
+TINY_LOOP = training.LoopConfig(checkpoint_every=100, evaluations=2, log_every=25, val_images=2, val_crop=96,
+                                qualities=(20, 35, 50, 65, 80), init_samples=1024, window_rows=700)
+
+
+# --------------------------------------------------------------------------------------------- workdir builders
+def make_archive(folder: Path, count: int, size: int = 128, seed: int = 0) -> list[Path]:
+    """``count`` PNG crops of the sample photographs (real content, so training has something to learn)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sources = [Image.open(p).convert("RGB") for p in sorted(SAMPLE_IMAGES.glob("*.png"))]
+    paths = []
+    for i in range(count):
+        image = sources[i % len(sources)]
+        x, y = (int(rng.integers(0, d - size)) for d in image.size)
+        path = folder / f"img_{i:02d}.png"
+        image.crop((x, y, x + size, y + size)).save(path)
+        paths.append(path)
+    return paths
+
+
+def write_catalog(workdir: Path, source: Path, paths: list[Path], extra_rows: list[dict] = ()) -> Path:
+    rows = []
+    for path in paths:
+        data = path.read_bytes()
+        rows.append({"id": hashlib.sha256(data).hexdigest(), "path": path.name, "size": len(data), "status": "ok",
+                     "duplicate_of": None, "format": "PNG", "mode": "RGB", "width": 128, "height": 128,
+                     "frames": 1, "animated": False, "orientation": 1, "error": None, "reason": None})
+    for extra in extra_rows:
+        rows.append({**rows[0], **extra})
+    schema = pa.schema([("id", pa.string()), ("path", pa.string()), ("size", pa.int64()), ("status", pa.string()),
+                        ("duplicate_of", pa.string()), ("format", pa.string()), ("mode", pa.string()),
+                        ("width", pa.int32()), ("height", pa.int32()), ("frames", pa.int32()),
+                        ("animated", pa.bool_()), ("orientation", pa.int8()), ("error", pa.string()),
+                        ("reason", pa.string())],
+                       metadata={"saepress.catalog_version": "1", "saepress.source": str(source)})
+    workdir.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), workdir / "catalog.parquet")
+    return workdir / "catalog.parquet"
+
+
+def write_patches(workdir: Path, images: list[tuple[str, str, np.ndarray]], spec: dict, files: int,
+                  row_group_size: int) -> None:
+    """images: (image_id, split, patches) -> part files, images dealt round-robin over the files."""
+    catalog = workdir / "catalog.parquet"
+    metadata = {"saepress.patch_spec": json.dumps(spec), "saepress.seed": "0",
+                "saepress.catalog_sha256": hashlib.sha256(catalog.read_bytes()).hexdigest() if catalog.exists()
+                else "0" * 64}
+    (workdir / "patches").mkdir(parents=True, exist_ok=True)
+    for f in range(files):
+        mine = images[f::files]
+        ids = [image_id for image_id, _, p in mine for _ in range(len(p))]
+        splits = [split for _, split, p in mine for _ in range(len(p))]
+        flat = np.concatenate([p for _, _, p in mine]).astype(np.float32)
+        patch = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel(), pa.float32()), spec["dim"])
+        table = pa.table({"image_id": ids, "split": splits, "patch": patch}).replace_schema_metadata(metadata)
+        pq.write_table(table, workdir / "patches" / f"part-{f:05d}.parquet", row_group_size=row_group_size)
+
+
+def make_workdir(root: Path, images: int = 6, val: int = 2, per_image: int = 400) -> Path:
+    """A contract-conform workdir: catalog of PNG crops and patches from sae_model.sample_patches."""
+    from PIL import Image
+
+    from sae_model import PATCH_SPEC, sample_patches
+
+    paths = make_archive(root / "archive", images)
+    workdir = root / "work"
+    write_catalog(workdir, root / "archive", paths)
+    rng = np.random.default_rng(0)
+    entries = []
+    for i, path in enumerate(paths):
+        image_id = hashlib.sha256(path.read_bytes()).hexdigest()
+        split = "val" if i >= images - val else "train"
+        entries.append((image_id, split, sample_patches(Image.open(path).convert("RGB"), per_image, rng)))
+    write_patches(workdir, entries, PATCH_SPEC, files=2, row_group_size=300)
+    return workdir
+
+
+@pytest.fixture
+def tiny_training(monkeypatch):
+    """Make the flows train the tiny configuration (the flow's signature has no model knobs, by contract)."""
+    monkeypatch.setattr(training, "training_config",
+                        functools.partial(training.training_config, loop=TINY_LOOP, **TINY_MODEL))
+
+
+# --------------------------------------------------------------------------------------------- patch stream
+def numbered_workdir(root: Path, files: int, rows_per_image: int, row_group_size: int) -> Path:
+    """Patches whose first value is their own serial number, so the tests can see the order."""
+    spec = {"dim": 4}
+    entries, serial = [], 0
+    for i in range(files * 3):
+        patches = np.zeros((rows_per_image, 4), np.float32)
+        patches[:, 0] = np.arange(serial, serial + rows_per_image)
+        serial += rows_per_image
+        entries.append((f"image{i}", "val" if i % 4 == 3 else "train", patches))
+    write_patches(root, entries, spec, files=files, row_group_size=row_group_size)
+    return root
+
+
+@pytest.mark.parametrize("window_rows", [1, 64, 10**6])
+@pytest.mark.parametrize("start_step", [1, 7, 40])
+def test_stream_resumes_at_any_step(tmp_path, window_rows, start_step):
+    workdir = numbered_workdir(tmp_path, files=3, rows_per_image=50, row_group_size=32)
+    dataset = training.describe_patches(str(workdir))
+    stream = training.PatchStream(dataset["chunks"], dim=4, seed=3, window_rows=window_rows)
+    from_zero = [b[:, 0] for _, b in zip(range(start_step + 5), stream.batches(16, 0))]
+    resumed = [b[:, 0] for _, b in zip(range(5), stream.batches(16, start_step))]
+    assert np.array_equal(np.concatenate(from_zero[start_step:]), np.concatenate(resumed))
+
+
+@pytest.mark.parametrize("window_rows", [1, 64, 10**6])
+def test_stream_epoch_is_a_shuffle_of_all_training_rows(tmp_path, window_rows):
+    workdir = numbered_workdir(tmp_path, files=3, rows_per_image=50, row_group_size=32)
+    dataset = training.describe_patches(str(workdir))
+    train_serials = {s for i in range(9) if i % 4 != 3 for s in range(i * 50, i * 50 + 50)}
+    assert dataset["train_rows"] == len(train_serials) == 350
+    stream = training.PatchStream(dataset["chunks"], dim=4, seed=0, window_rows=window_rows)
+    epoch = np.concatenate([b[:, 0] for _, b in zip(range(350 // 25), stream.batches(25))]).astype(int)
+    assert sorted(epoch) == sorted(train_serials)
+    assert not np.array_equal(epoch, np.sort(epoch))
+    if window_rows > 350:  # one window: the first rows come from every part file, not from one file at a time
+        files_of_first_rows = {(s // 50) % 3 for s in epoch[:30]}
+        assert files_of_first_rows == {0, 1, 2}
+
+
+def test_stream_order_depends_on_seed(tmp_path):
+    workdir = numbered_workdir(tmp_path, files=2, rows_per_image=40, row_group_size=40)
+    chunks = training.describe_patches(str(workdir))["chunks"]
+    first = [next(training.PatchStream(chunks, 4, seed, 64).batches(32))[:, 0] for seed in (0, 0, 1)]
+    assert np.array_equal(first[0], first[1]) and not np.array_equal(first[0], first[2])
+
+
+def test_describe_patches_metadata_and_hash(tmp_path):
+    workdir = numbered_workdir(tmp_path, files=2, rows_per_image=40, row_group_size=25)
+    dataset = training.describe_patches(str(workdir))
+    assert dataset["patch_spec"] == {"dim": 4}
+    assert dataset["val_image_ids"] == ["image3"]
+    assert sum(c["rows"] for c in dataset["chunks"]) == dataset["train_rows"] == 200
+    assert {name: f["rows"] for name, f in dataset["files"].items()} == {"part-00000.parquet": 120,
+                                                                         "part-00001.parquet": 120}
+    assert training.describe_patches(str(workdir))["data_hash"] == dataset["data_hash"]
+    numbered_workdir(tmp_path, files=2, rows_per_image=41, row_group_size=25)
+    assert training.describe_patches(str(workdir))["data_hash"] != dataset["data_hash"]
+
+
+@pytest.mark.parametrize("steps, evaluations, expected", [
+    (300, 2, [150, 300]), (10, 4, [3, 5, 8, 10]), (3, 4, [1, 2, 3]), (7, 1, [7]),
+])
+def test_evaluation_steps(steps, evaluations, expected):
+    assert training.LoopConfig(evaluations=evaluations).evaluation_steps(steps) == expected
+
+
+# --------------------------------------------------------------------------------------------- validation images
+@pytest.mark.parametrize("count, crop", [(1, 64), (2, None), (5, 100)])
+def test_validation_images_come_from_catalog_ok_rows(tmp_path, count, crop):
+    paths = make_archive(tmp_path / "archive", 4)
+    ids = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    # A duplicate of a validation image and a rejected row must never be read back.
+    write_catalog(tmp_path / "work", tmp_path / "archive", paths, extra_rows=[
+        {"id": ids[2], "path": "zz_duplicate.png", "status": "duplicate", "duplicate_of": paths[2].name},
+        {"id": ids[3], "path": "missing.png", "status": "rejected", "error": "corrupt"}])
+    files = training.fetch_validation_images(str(tmp_path / "work"), ids[1:], count)
+    assert [name for name, _ in files] == [p.name for p in paths[1:1 + count]]
+    assert all(data == (tmp_path / "archive" / name).read_bytes() for name, data in files)
+    images = training.decode_validation_images(files, crop)
+    assert {im.size for im in images} == {(crop or 128, crop or 128)}
+
+
+# --------------------------------------------------------------------------------------------- champion rule
+@pytest.mark.parametrize("champion, candidate, champion_bd, promote, expected", [
+    (None, 5.0, None, False, (True, "no champion yet")),
+    ("1", -10.0, -5.0, False, (True, "lower BD-rate")),
+    ("1", -5.0, -5.0, False, (False, "BD-rate not lower")),
+    ("1", -4.0, -5.0, False, (False, "BD-rate not lower")),
+    ("1", -4.0, -5.0, True, (True, "forced by --promote")),
+    ("1", math.nan, -5.0, False, (False, "BD-rate not lower")),
+    ("1", -1.0, math.nan, False, (True, "lower BD-rate")),
+])
+def test_champion_decision(champion, candidate, champion_bd, promote, expected):
+    assert training.champion_decision(champion, candidate, champion_bd, promote) == expected
+
+
+# --------------------------------------------------------------------------------------------- flow, SQLite store
+def run_artifacts(client, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= run_artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def assert_tracked(client, run_id: str, steps: int, name: str, version: str) -> None:
+    """Params, per-step and validation metrics, artifacts and the version's tags of one finished training run."""
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["train.steps"] == str(steps) and params["train.K"] == str(TINY_MODEL["K"])
+    assert params["loop.checkpoint_every"] == "100" and json.loads(params["loop.qualities"]) == [20, 35, 50, 65, 80]
+    assert params["data.hash"] == run.data.tags["saepress.data_hash"]
+    assert run.data.tags["saepress.device"].startswith("cpu")
+    for key in ("train/loss", "train/mse", "train/l1", "train/active"):
+        history = client.get_metric_history(run_id, key)
+        assert sorted({m.step for m in history}) == list(range(1, steps + 1)), key
+    evaluation_steps = TINY_LOOP.evaluation_steps(steps)
+    for key in ("val/bd_rate_vs_jpeg", "val/psnr_q50", "val/bpp_q50"):
+        assert sorted({m.step for m in client.get_metric_history(run_id, key)}) == evaluation_steps, key
+    assert 15 < run.data.metrics["val/psnr_q50"] < 60 and 0 < run.data.metrics["val/bpp_q50"] < 8
+    assert run_artifacts(client, run_id) >= {
+        "model/weights.pt", "model/config.json", "plots/atoms.png", "plots/rd.png", "plots/rd.json",
+        "manifest/training_data.json", "config/training.json", "checkpoints/last.pt"}
+    assert not any(path.endswith((".pkl", "MLmodel")) for path in run_artifacts(client, run_id))
+    model_version = client.get_model_version(name, version)
+    assert model_version.run_id == run_id and model_version.source.endswith("/model")
+    assert model_version.tags["data_hash"] == run.data.tags["saepress.data_hash"]
+    assert model_version.tags["code_version"].startswith("0.1.0")
+
+
+@pytest.mark.slow
+def test_train_flow_tracks_registers_and_promotes(tmp_path, prefect_harness, tiny_training):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from flows.train import train_flow
+    from sae_model import Codec
+
+    workdir = make_workdir(tmp_path)
+    name = "codec-sqlite-test"
+    first = train_flow(workdir=str(workdir), steps=20, seed=0, model_name=name)
+    assert mlflow.get_tracking_uri().startswith("sqlite:///")
+    client = MlflowClient()
+    assert first["model_uri"] == f"models:/{name}/{first['version']}" and not first["problems"]
+    assert_tracked(client, first["run_id"], 20, name, first["version"])
+    assert first["decision"]["reason"] == "no champion yet"
+    manifest = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=first["run_id"], artifact_path="manifest/training_data.json", dst_path=str(tmp_path / "m"))).read_text())
+    assert manifest["catalog_sha256"] == hashlib.sha256((workdir / "catalog.parquet").read_bytes()).hexdigest()
+    assert sorted(manifest["files"]) == ["part-00000.parquet", "part-00001.parquet"]
+
+    # Same seed and data: the same model, so the same BD-rate, which does not beat the champion.
+    second = train_flow(workdir=str(workdir), steps=20, seed=0, model_name=name)
+    decision = second["decision"]
+    assert decision["decision"] == "kept" and decision["champion_version"] == first["version"]
+    assert decision["champion_bd_rate"] == pytest.approx(decision["candidate_bd_rate"], abs=1e-9)
+    tags = client.get_run(second["run_id"]).data.tags
+    assert tags["saepress.champion.decision"] == "kept"
+    assert float(tags["saepress.champion.champion_bd_rate"]) == pytest.approx(decision["champion_bd_rate"])
+    assert any("kept" in line and f"v{first['version']}" in line for line in second["report"])
+    assert client.get_model_version_by_alias(name, "champion").version == first["version"]
+    assert client.get_model_version_by_alias(name, "candidate").version == second["version"]
+
+    forced = train_flow(workdir=str(workdir), steps=20, seed=1, model_name=name, promote=True)
+    assert forced["decision"]["reason"] == "forced by --promote"
+    assert forced["decision"]["champion_bd_rate"] is not None
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.version == forced["version"]
+    codec = Codec.load(f"models:/{name}@champion")
+    assert codec.fingerprint == champion.tags["fingerprint"]
+
+
+@pytest.mark.slow
+def test_train_flow_refuses_bad_resume(tmp_path, prefect_harness, tiny_training):
+    from flows.settings import ConfigError
+    from flows.train import train_flow
+
+    workdir = make_workdir(tmp_path, images=4, val=1, per_image=100)
+    with pytest.raises(ConfigError, match="no MLflow run"):
+        train_flow(workdir=str(workdir), resume="0" * 32)
+    with pytest.raises(ConfigError, match="no patch dataset"):
+        train_flow(workdir=str(tmp_path / "nowhere"))
+
+
+# --------------------------------------------------------------------------------------------- kill and resume
+KILLED_TRAINING = """
+import json, os, signal, sys
+import mlflow, sae_model
+from tasks import training
+
+run_id, config, dataset, kill_at = json.loads(open(sys.argv[1]).read())
+step = sae_model.Trainer.step
+
+def step_then_die(self, batch):
+    metrics = step(self, batch)
+    if self.step_count == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no final flush: as if the machine went away
+    return metrics
+
+sae_model.Trainer.step = step_then_die
+val = training.fetch_validation_images(sys.argv[2], dataset["val_image_ids"], config["loop"]["val_images"])
+training.train(run_id, config, dataset, val)
+"""
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_result(tmp_path, prefect_harness, tiny_training):
+    from mlflow import MlflowClient
+
+    from flows.settings import Settings
+    from flows.train import train_flow
+
+    steps, kill_at = 300, 250
+    workdir = make_workdir(tmp_path)
+    settings = Settings.resolve().prepare()
+    dataset = training.describe_patches(str(workdir))
+    config = training.training_config(steps, 0)
+    run_id = training.start_run(str(workdir), config, dataset, settings.mlflow_artifact_root)
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps([run_id, config, dataset, kill_at]))
+    killed = subprocess.run([sys.executable, "-c", KILLED_TRAINING, str(job), str(workdir)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    assert client.get_run(run_id).data.metrics["checkpoint_step"] == 200
+
+    resumed = train_flow(workdir=str(workdir), resume=run_id, model_name="codec-resume-test")
+    straight = train_flow(workdir=str(workdir), steps=steps, seed=0, model_name="codec-resume-test")
+
+    assert resumed["run_id"] == run_id and client.get_run(run_id).info.status == "FINISHED"
+    a, b = client.get_run(run_id).data.metrics, client.get_run(straight["run_id"]).data.metrics
+    assert a["checkpoint_step"] == b["checkpoint_step"] == steps
+    assert sorted({m.step for m in client.get_metric_history(run_id, "train/loss")}) == list(range(1, steps + 1))
+    for key in ("train/loss", "train/mse", "train/active", "val/bd_rate_vs_jpeg", "val/psnr_q50", "val/bpp_q50"):
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert resumed["bd_rate"] == pytest.approx(straight["bd_rate"], rel=1e-5, abs=1e-6)
