@@ -12,6 +12,7 @@ from flows.settings import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".gif"}
 REFERENCES = ("jpeg", "webp", "jpeg2000", "avif")
+REFERENCE_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 
 def evaluate(images_dir: str, out: str, model: str | None = None,
@@ -28,7 +29,7 @@ def evaluate(images_dir: str, out: str, model: str | None = None,
 
     curves = {"saepress": ev.codec_curve(codec, images, qualities)}
     for name in REFERENCES:
-        curves[name] = ev.reference_curve(name, images, None)
+        curves[name] = ev.reference_curve(name, images, REFERENCE_QUALITIES)
     summary = ev.summarise(curves)
 
     out_dir = Path(out)
@@ -39,7 +40,7 @@ def evaluate(images_dir: str, out: str, model: str | None = None,
 
     report = [f"{len(images)} images from {images_dir}, model {model or 'pretrained'} ({codec.fingerprint[:12]})",
               f"{'codec':<10} {'BD-rate vs JPEG':>16}"]
-    for name, bd in summary["bd_rate_vs_jpeg"].items():
-        report.append(f"{name:<10} {bd:>15.1f}%")
+    for name, entry in summary["codecs"].items():
+        report.append(f"{name:<10} {entry.get('bd_rate_vs_jpeg', float('nan')):>15.1f}%")
     report.append(f"wrote {out_dir / 'rd.json'} and {out_dir / 'rd.png'}")
     return {"report": report, "problems": [], "summary": summary}
