@@ -46,8 +46,8 @@ def train_flow(workdir: str, steps: int | None = None, seed: int = 0, model_name
         result = training.train_task(run_id, config, dataset, val_files)
         seconds = time.perf_counter() - started
         version = training.register_task(run_id, settings.model_name, result["fingerprint"], result["bd_rate"])
-        decision = training.decide_champion_task(run_id, settings.model_name, version, result["bd_rate"],
-                                                 val_files, config["loop"], promote)
+        decision = training.decide_champion_task(run_id, settings.model_name, version, val_files, config["loop"],
+                                                 promote)
     except KeyboardInterrupt:
         training.finish_run(run_id, "KILLED")
         raise

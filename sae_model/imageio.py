@@ -69,7 +69,7 @@ def _from_array(a: np.ndarray) -> Image.Image:
     if a.dtype == np.uint16:
         if a.ndim != 2:
             raise UnsupportedImageError("uint16 arrays must be 2-D")
-        return Image.fromarray(a, "I;16")
+        return Image.fromarray(np.ascontiguousarray(a))  # mode I;16
     if a.dtype != np.uint8 or a.ndim not in (2, 3) or a.size == 0:
         raise UnsupportedImageError(f"unsupported array {a.dtype} {a.shape}")
     if a.ndim == 3:

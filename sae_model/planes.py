@@ -1,9 +1,9 @@
 """Block coding of one plane: member choice, end-of-block band, AC bands, DC hierarchy.
 
 Symbol order inside a tile's range-coder stream, per plane (Y, then Cb, Cr):
-  1. members: 5-bit histogram levels (K), then one member index per block (raster order)
-  2. eob: 5-bit histogram levels (NBANDS+1), then per block 0 (no AC) or 1 + last band with a
+  1. eob: 5-bit histogram levels (NBANDS+1), then per block 0 (no AC) or 1 + last band with a
      nonzero coefficient
+  2. members: 5-bit histogram levels (K), then the member index of every block with eob > 0
   3. AC bands t = 0..NBANDS-1: coefficients of positions BANDS[t]..BANDS[t+1]-1 of every block
      with eob > t, grouped by context (ac table); the context uses the prior of (member,
      position, step), the block's own earlier bands, the left/top blocks' earlier bands and
@@ -70,7 +70,6 @@ def code_plane(coder, m: ModelArrays, pc: int, step16: int, dcr64: int, hb: int,
     Q is (nb, 2 + 63): two leading zero columns so "previous positions" need no special case.
     """
     nb = hb * wb
-    members = coder.histogram(members, nb, m.K)
     if Q is None:
         Q = np.zeros((nb, NPOS + 2), np.int64)
         eob = None
@@ -79,6 +78,11 @@ def code_plane(coder, m: ModelArrays, pc: int, step16: int, dcr64: int, hb: int,
         last = NPOS - 1 - np.argmax(nz[:, ::-1], axis=1)
         eob = np.where(nz.any(1), BAND_OF[last] + 1, 0)
     eob = coder.histogram(eob, nb, NBANDS + 1)
+    # the member only matters (and is only coded) for blocks with AC coefficients
+    has_ac = eob > 0
+    full = np.zeros(nb, np.int64)
+    full[has_ac] = coder.histogram(None if members is None else members[has_ac], int(has_ac.sum()), m.K)
+    members = full
 
     pb = prior_buckets(m.sigma16, step16)[members]  # (nb, 63)
     idx = np.arange(nb)
@@ -205,22 +209,40 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     step = step16 / 16.0
     bias = bias256 / 256.0
     pbs = prior_buckets(m.sigma16, step16)
-    best = np.full(len(xc), np.inf)
-    members = np.zeros(len(xc), np.int64)
-    Qbest = np.zeros((len(xc), NPOS), np.int64)
-    ks = range(m.K) if allowed is None else allowed
-    for k in ks:
-        c = xc @ m.bases[k, :, 1:]
+    ks = list(range(m.K)) if allowed is None else list(allowed)
+
+    def quantise(k, rows):
+        c = xc[rows] @ m.bases[k, :, 1:]
         a = np.abs(c) / step
         q = np.floor(a + rounding)
+        return c, a, q
+
+    n = len(xc)
+    D = np.empty((n, len(ks)), np.float32)
+    R = np.empty((n, len(ks)), np.float32)
+    NZ = np.empty((n, len(ks)), bool)
+    rows = slice(None)
+    for i, k in enumerate(ks):
+        c, a, q = quantise(k, rows)
         err = a - np.where(q > 0, q - bias, 0)
-        D = (err * err).sum(1) * (step * step)
-        bits = m.bits[pc][pbs[k][None, :], np.minimum(q, entropy.ESC).astype(np.int64)]
-        J = D + lam * step * step * bits.sum(1)
-        better = J < best
-        best = np.where(better, J, best)
-        members[better] = k
-        Qbest[better] = (np.sign(c) * q).astype(np.int64)[better]
+        D[:, i] = (err * err).sum(1)
+        flat = pbs[k][None, :] * (entropy.ESC + 1) + np.minimum(q, entropy.ESC).astype(np.int64)
+        R[:, i] = m.bits[pc].ravel()[flat].sum(1)
+        NZ[:, i] = q.any(1)
+    # member index cost: uniform first, then the frequencies this plane actually uses
+    mbits = np.full(len(ks), np.log2(len(ks)), np.float32)
+    for _ in range(2):
+        J = D + lam * (R + NZ * mbits[None, :])   # distortion in step**2 units
+        choice = J.argmin(1)
+        used = choice[NZ[np.arange(n), choice]]
+        freq = np.bincount(used, minlength=len(ks)) + 0.5
+        mbits = (-np.log2(freq / freq.sum())).astype(np.float32)
+    members = np.asarray(ks)[choice]
+    Qbest = np.zeros((n, NPOS), np.int64)
+    for k in np.unique(members).tolist():
+        sel = np.flatnonzero(members == k)
+        c, a, q = quantise(k, sel)
+        Qbest[sel] = (np.sign(c) * q).astype(np.int64)
     Q = np.zeros((len(xc), NPOS + 2), np.int64)
     Q[:, 2:] = Qbest
     return members, Q, dcq

@@ -106,18 +106,17 @@ def probe_file(path: str, data: bytes, max_pixels: int) -> dict:
             frames = int(getattr(image, "n_frames", 1))
             image.seek(0)
             image.load()
-            # The codec converts to RGB; a mode Pillow cannot convert is unusable downstream.
-            image.crop((0, 0, 1, 1)).convert("RGB")
         except Image.DecompressionBombError as exc:
             return {**row, "status": "rejected", "error": "too_large", "reason": _one_line(exc)}
-        except (ValueError, NotImplementedError) as exc:
-            if "conver" in str(exc):
-                return {**row, "status": "rejected", "error": "unsupported", "reason": _one_line(exc)}
-            return {**row, "status": "rejected", "error": "corrupt", "reason": _one_line(exc)}
         except Exception as exc:
             truncated = isinstance(exc, EOFError) or "truncated" in str(exc)
             return {**row, "status": "rejected", "error": "truncated" if truncated else "corrupt",
                     "reason": _one_line(exc)}
+        try:
+            # The codec converts to RGB; a mode Pillow cannot convert is unusable downstream.
+            image.crop((0, 0, 1, 1)).convert("RGB")
+        except Exception as exc:
+            return {**row, "status": "rejected", "error": "unsupported", "reason": _one_line(exc)}
         row.update(frames=frames, animated=frames > 1, orientation=_orientation(image))
     return {**row, "status": "ok"}
 

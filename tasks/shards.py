@@ -96,8 +96,6 @@ SHARD_SCHEMA = pa.schema([
     ("reason", pa.string()),
 ])
 INDEX_SCHEMA = pa.schema([("path", pa.string()), ("id", pa.string()), ("shard", pa.string()), ("kind", pa.string())])
-# Columns that describe an item without its payload (for listings and verification summaries).
-META_COLUMNS = [name for name in SHARD_SCHEMA.names if name != "data"]
 
 
 class ShardDirError(Exception):

@@ -17,6 +17,7 @@ or fsspec's ``FSSPEC_S3_<OPTION>`` variables), so a URL alone is enough on every
 """
 from __future__ import annotations
 
+import errno
 import glob
 import lzma
 import os
@@ -245,9 +246,11 @@ class TreeSource(Source):
             # Range reads cap memory without a size request per file; async filesystems fetch them together.
             end = None if max_bytes is None else max_bytes + 1
             blobs = self.fs.cat_ranges(fulls, [0] * len(fulls), [end] * len(fulls), on_error="return")
-            for path, blob in zip(safe, blobs):
+            for path, full, blob in zip(safe, fulls, blobs):
                 if isinstance(blob, FileNotFoundError):
                     results[path] = Missing(f"{path} not found in {self.url}")
+                elif isinstance(blob, OSError) and blob.errno == errno.EINVAL and self.fs.size(full) == 0:
+                    results[path] = b""  # S3 refuses any byte range of an empty object
                 elif isinstance(blob, BaseException):
                     raise blob
                 else:

@@ -214,12 +214,14 @@ def decode_validation_images(files: list[tuple[str, bytes]], crop: int | None) -
     from PIL import Image, ImageOps
 
     images = []
-    for _, data in files:
+    for name, data in files:
         image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
         if crop and (image.width > crop or image.height > crop):
             w, h = min(crop, image.width), min(crop, image.height)
             left, top = (image.width - w) // 2, (image.height - h) // 2
             image = image.crop((left, top, left + w, top + h))
+        # sae_model.evaluate tells images apart by .filename (for the per-image BD-rate); converted copies lose it.
+        image.filename = name
         images.append(image)
     return images
 
@@ -511,21 +513,23 @@ def champion_version(model_name: str) -> str | None:
         raise
 
 
-def decide_champion(run_id: str, model_name: str, version: str, candidate_bd_rate: float,
-                    val_files: list[tuple[str, bytes]], loop: dict[str, Any], promote: bool) -> dict[str, Any]:
+def decide_champion(run_id: str, model_name: str, version: str, val_files: list[tuple[str, bytes]],
+                    loop: dict[str, Any], promote: bool) -> dict[str, Any]:
     """Move ``champion`` to ``version`` if it has the lower BD-rate on this run's validation images (or if forced).
 
-    The current champion is loaded through the registry and measured on the same images here, so both numbers
-    come from one evaluation setup. The decision and both numbers go to the run's tags and metrics.
+    Both models are loaded through the registry and measured here, one after the other on the same images: the
+    encoder's float32 decisions can differ in the last bits between processes, so numbers from the training loop
+    and from here are not compared. The decision and both numbers go to the run's tags and metrics.
     """
     from sae_model import Codec
 
     mlflow_client = client()
     current = champion_version(model_name)
+    config = LoopConfig.from_dict(loop)
+    validator = Validator(decode_validation_images(val_files, config.val_crop), config.qualities)
+    candidate_bd_rate = validator.bd_rate(Codec.load(f"models:/{model_name}/{version}"))
     champion_bd_rate = None
     if current is not None:
-        config = LoopConfig.from_dict(loop)
-        validator = Validator(decode_validation_images(val_files, config.val_crop), config.qualities)
         champion_bd_rate = validator.bd_rate(Codec.load(f"models:/{model_name}@champion"))
     promoted, reason = champion_decision(current, candidate_bd_rate, champion_bd_rate, promote)
     if promoted:

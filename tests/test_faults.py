@@ -106,9 +106,11 @@ def test_killed_job_then_rerun_stores_each_item_once(tmp_path, dev_images, prefe
         deadline = time.monotonic() + 180
         while not list(out.glob("manifest-*.json")) and time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.05)
+        running = job.poll() is None
     finally:
         os.killpg(job.pid, signal.SIGKILL)  # the driver and its LocalCluster workers, like a killed container
         job.wait()
+    assert running, f"the job ended (exit {job.returncode}) before it could be killed"
     assert (out / ".lock").exists(), "the killed job leaves its lock behind"
     result = compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=1)
     assert result["problems"] == []

@@ -76,6 +76,7 @@ def _stop_tree(proc: subprocess.Popen, leftovers: set[psutil.Process]) -> None:
 def test_serve_starts_a_server_and_the_schedule_fires_a_compression(tmp_path):
     port = _free_port()
     url = api_url("127.0.0.1", port)
+    name = f"every-{INTERVAL_S}s"
     out = tmp_path / "shards"
     config = tmp_path / "saepress.toml"
     config.write_text(f"""
@@ -83,7 +84,7 @@ def test_serve_starts_a_server_and_the_schedule_fires_a_compression(tmp_path):
 home = "{tmp_path / 'home'}"
 dask_workers = 1
 
-[saepress.schedules.every-{INTERVAL_S}s]
+[saepress.schedules.{name}]
 flow = "compress"
 interval = {INTERVAL_S}
 parameters = {{source = "{SAMPLES}/*.png", out = "shards", quality = 40}}
@@ -100,8 +101,9 @@ parameters = {{source = "{SAMPLES}/*.png", out = "shards", quality = 40}}
 
         def completed_run():
             started.update(psutil.Process(proc.pid).children(recursive=True))
+            # Runs of the deployment only: the ingest subflow inside compress completes first.
             runs = _api(url, "/flow_runs/filter", {"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
-                                                   "limit": 10})
+                                                   "deployments": {"name": {"any_": [name]}}, "limit": 10})
             return runs[0] if runs else None
 
         run = _wait("a scheduled compression to complete", completed_run, FIRST_RUN_S, proc, log)
@@ -111,7 +113,7 @@ parameters = {{source = "{SAMPLES}/*.png", out = "shards", quality = 40}}
         assert run["auto_scheduled"] is True
         assert run["created_by"]["type"] == "SCHEDULE"
         deployment = _api(url, f"/deployments/{run['deployment_id']}")
-        assert deployment["name"] == f"every-{INTERVAL_S}s"
+        assert deployment["name"] == name
         assert deployment["entrypoint"] == "flows.compress.compress_flow"
         assert run["parameters"]["out"] == str(out)  # relative to saepress.toml
         fs, root = shards.open_dir(str(out))

@@ -273,14 +273,14 @@ def test_train_flow_tracks_registers_and_promotes(tmp_path, prefect_harness, tin
     assert tags["saepress.champion.decision"] == "kept"
     assert float(tags["saepress.champion.champion_bd_rate"]) == pytest.approx(decision["champion_bd_rate"])
     assert any("kept" in line and f"v{first['version']}" in line for line in second["report"])
-    assert client.get_model_version_by_alias(name, "champion").version == first["version"]
-    assert client.get_model_version_by_alias(name, "candidate").version == second["version"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first["version"]
+    assert str(client.get_model_version_by_alias(name, "candidate").version) == second["version"]
 
     forced = train_flow(workdir=str(workdir), steps=20, seed=1, model_name=name, promote=True)
     assert forced["decision"]["reason"] == "forced by --promote"
     assert forced["decision"]["champion_bd_rate"] is not None
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.version == forced["version"]
+    assert str(champion.version) == forced["version"]
     codec = Codec.load(f"models:/{name}@champion")
     assert codec.fingerprint == champion.tags["fingerprint"]
 

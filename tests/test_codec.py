@@ -1,0 +1,208 @@
+"""Round trips, modes, odd sizes, metadata, determinism and the public API of sae_model."""
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import sae_model
+from sae_model import Codec, CodecError, UnsupportedImageError, psnr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return Codec.pretrained()
+
+
+def photo(h, w, seed=0):
+    """Smooth colour gradients plus texture, so PSNR is meaningful."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([128 + 90 * np.sin(x / 17 + c) * np.cos(y / 23 - c) for c in range(3)], -1)
+    return np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (7, 13), (17, 3000), (3000, 17), (64, 64), (33, 40)])
+def test_round_trip_sizes(codec, h, w):
+    img = photo(h, w)
+    out = codec.decode(codec.encode(img, quality=70))
+    assert out.mode == "RGB" and out.size == (w, h)
+    if h * w > 64:
+        assert psnr(img, np.asarray(out)) > 30
+
+
+def test_large_image_uses_tiles(codec):
+    img = photo(1100, 1030)
+    out = np.asarray(codec.decode(codec.encode(img, quality=40)))
+    assert out.shape == img.shape and psnr(img, out) > 28
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_modes_kept(codec, mode):
+    rgb = photo(20, 30)
+    img = Image.fromarray(rgb).convert(mode)
+    if "A" in mode:
+        a = np.random.default_rng(1).integers(0, 256, (20, 30), dtype=np.uint8)
+        img.putalpha(Image.fromarray(a))
+    out = codec.decode(codec.encode(img, quality=90))
+    assert out.mode == mode and out.size == img.size
+    if "A" in mode:  # alpha is lossless
+        assert np.array_equal(np.asarray(out)[..., -1], np.asarray(img)[..., -1])
+    assert psnr(np.asarray(img.convert("RGB")), np.asarray(out.convert("RGB"))) > 33
+
+
+def test_palette_with_transparency(codec):
+    img = Image.fromarray(photo(16, 16)).quantize(8)
+    img.info["transparency"] = 0
+    out = codec.decode(codec.encode(img))
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out)[..., 3], np.asarray(img.convert("RGBA"))[..., 3])
+    assert out.info["saepress"]["source_mode"] == "P"
+
+
+def test_palette_cmyk_16bit_conversions(codec):
+    p = codec.decode(codec.encode(Image.fromarray(photo(12, 9)).quantize(16)))
+    assert p.mode == "RGB"
+    cmyk = Image.fromarray(photo(12, 9)).convert("CMYK")
+    out = codec.decode(codec.encode(cmyk, quality=90))
+    assert out.mode == "RGB" and out.info["saepress"]["cmyk_to_rgb"]
+    assert psnr(np.asarray(cmyk.convert("RGB")), np.asarray(out)) > 30
+    a16 = (np.arange(12 * 9, dtype=np.uint16).reshape(12, 9) * 600)
+    out = codec.decode(codec.encode(Image.fromarray(a16), quality=95))
+    assert out.mode == "L" and out.info["saepress"]["reduced_16bit"]
+    assert np.abs(np.asarray(out, np.int16) - (a16 >> 8)).max() <= 3
+    assert codec.decode(codec.encode(a16)).mode == "L"
+
+
+def test_exif_icc_kept_and_orientation_applied(codec):
+    img = Image.fromarray(photo(10, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    exif[0x010F] = "saepress-test"
+    icc = b"fake-icc-profile" * 4
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", exif=exif.tobytes(), icc_profile=icc)
+    src = Image.open(io.BytesIO(buf.getvalue()))
+    out = codec.decode(codec.encode(src, quality=90))
+    assert out.size == (10, 20)  # transposed
+    assert out.info["icc_profile"] == icc
+    kept = Image.Exif()
+    kept.load(out.info["exif"])
+    assert kept[0x010F] == "saepress-test" and kept.get(0x0112, 1) == 1
+    assert out.info["saepress"]["orientation_applied"]
+
+
+def test_unsupported_input(codec):
+    with pytest.raises(UnsupportedImageError):
+        codec.encode(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(UnsupportedImageError):
+        codec.encode(np.zeros((4, 4), np.float32))
+    with pytest.raises(UnsupportedImageError):
+        codec.encode("not an image")
+    assert issubclass(UnsupportedImageError, CodecError)
+
+
+def test_quality_is_monotone_in_rate(codec):
+    img = photo(48, 64)
+    sizes = [len(codec.encode(img, quality=q)) for q in (0, 20, 40, 60, 80, 100)]
+    assert sizes == sorted(sizes)
+
+
+def test_targets(codec):
+    img = photo(64, 64)
+    data = codec.encode(img, target_bpp=1.0)
+    assert len(data) * 8 / 64 / 64 <= 1.0
+    assert len(codec.encode(img, target_bpp=1.0 * 1.6)) > len(data)
+    data = codec.encode(img, target_psnr=34.0)
+    assert psnr(img, np.asarray(codec.decode(data))) >= 34.0
+    with pytest.raises(ValueError):
+        codec.encode(img, quality=50, target_bpp=1.0)
+
+
+def test_deterministic_bytes(codec):
+    img = photo(40, 56, seed=3)
+    assert codec.encode(img, quality=45) == codec.encode(img.copy(), quality=45)
+    assert codec.encode(img, quality=45) == Codec.pretrained().encode(img, quality=45)
+
+
+def test_read_header(codec):
+    data = codec.encode(photo(7, 13), quality=50)
+    h = sae_model.read_header(data)
+    assert (h.width, h.height, h.mode, h.format_version) == (13, 7, "RGB", 1)
+    assert h.fingerprint == codec.fingerprint
+
+
+def test_save_load_fingerprint(codec, tmp_path):
+    codec.save(tmp_path / "m")
+    again = Codec.load(tmp_path / "m")
+    assert again.fingerprint == codec.fingerprint
+    assert (tmp_path / "m" / "config.json").exists()
+    again.save(tmp_path / "m2")
+    assert (tmp_path / "m2" / "weights.pt").read_bytes() == (tmp_path / "m" / "weights.pt").read_bytes()
+    assert hashlib.sha256((tmp_path / "m" / "weights.pt").read_bytes()).hexdigest() == codec.fingerprint
+
+
+def test_shipped_model_is_small():
+    total = sum(p.stat().st_size for p in (ROOT / "sae_model" / "data").rglob("*") if p.is_file())
+    assert total < 2_000_000
+
+
+_DECODE_HASH = """
+import hashlib, sys, numpy as np
+from sae_model import Codec
+data = open(sys.argv[1], 'rb').read()
+print(hashlib.sha256(np.asarray(Codec.pretrained().decode(data)).tobytes()).hexdigest())
+"""
+
+
+def test_decode_same_pixels_with_1_and_2_threads(codec, tmp_path):
+    path = tmp_path / "s.sae"
+    path.write_bytes(codec.encode(photo(300, 260, seed=5), quality=35))
+    hashes = set()
+    for n in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n,
+                   PYTHONPATH=str(ROOT))
+        hashes.add(subprocess.run([sys.executable, "-c", _DECODE_HASH, str(path)], env=env, check=True,
+                                  capture_output=True, text=True).stdout.strip())
+    assert len(hashes) == 1
+
+
+def test_evaluate_helpers(codec):
+    img = Image.fromarray(photo(32, 32))
+    curve = sae_model.evaluate.codec_curve(codec, [img], [20, 50, 80, 95])
+    assert [r["quality"] for r in curve] == [20, 50, 80, 95] and all(r["bytes"] > 0 for r in curve)
+    ref = sae_model.evaluate.reference_curve("jpeg", [img], [20, 50, 80, 95])
+    summary = sae_model.evaluate.summarise(curve + ref)
+    assert set(summary["codecs"]) == {"saepress", "jpeg"}
+    assert summary["codecs"]["jpeg"]["bd_rate_vs_jpeg"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bd_rate_known_value():
+    ref = [(r, 30 + 10 * np.log2(r)) for r in (0.25, 0.5, 1.0, 2.0)]
+    half = [(r / 2, p) for r, p in ref]
+    assert sae_model.bd_rate(ref, half) == pytest.approx(-50.0, abs=1e-6)
+    assert sae_model.bd_rate(ref, ref) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_psnr():
+    a = np.zeros((4, 4, 3), np.uint8)
+    assert psnr(a, a) == float("inf")
+    assert psnr(a, a + 1) == pytest.approx(20 * np.log10(255), abs=1e-9)
+
+
+def test_patches_and_atoms(codec):
+    rng = np.random.default_rng(0)
+    p = sae_model.sample_patches(Image.fromarray(photo(40, 30)), 50, rng)
+    assert p.shape == (50, sae_model.PATCH_SPEC["dim"]) and p.dtype == np.float32
+    assert sae_model.sample_patches(Image.new("RGB", (5, 5)), 10, rng).shape == (0, 192)
+    again = sae_model.sample_patches(Image.fromarray(photo(40, 30)), 50, np.random.default_rng(0))
+    assert np.array_equal(p, again)
+    assert sae_model.atoms_image(codec).size[0] > 0

@@ -1,0 +1,138 @@
+"""The scale-out path on loopback: a Dask scheduler and two workers started with deploy/compose.yaml's commands,
+an S3 server (moto), and ingest + compress whose source and SHARDDIR are s3:// URLs. The workers run in their own
+folders with no access to the test's files: like workers on other machines, they see only S3."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "flows" / "sample_data"
+BUCKET = "saepress-test"
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def compose_command(service: str) -> list[str]:
+    return yaml.safe_load((REPO / "deploy" / "compose.yaml").read_text())["services"][service]["command"]
+
+
+def on_loopback(command: list[str], replacements: dict[str, str]) -> list[str]:
+    """A compose command with container addresses swapped for loopback ones, nothing else changed."""
+    return [replacements.get(token, token) for token in command]
+
+
+def loopback_replacements(scheduler_port: int, dashboard_port: int) -> dict[str, str]:
+    return {"0.0.0.0": "127.0.0.1", "8786": str(scheduler_port), ":8787": f"127.0.0.1:{dashboard_port}",
+            "tcp://dask-scheduler:8786": f"tcp://127.0.0.1:{scheduler_port}"}
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3 server on loopback; the environment that points boto/s3fs at it (here and in children)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # no cached client left pointing at another endpoint
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dask_cluster(s3, tmp_path):
+    """`dask scheduler` + 2 x `dask worker`, exactly as compose.yaml runs them, on loopback ports."""
+    import distributed
+
+    replacements = loopback_replacements(_free_port(), _free_port())
+    address = replacements["tcp://dask-scheduler:8786"]
+    env = {**os.environ, **s3, "SAEPRESS_HOME": str(tmp_path / "worker-home")}
+    env.pop("SAEPRESS_DASK_ADDRESS", None)
+    processes = []
+
+    def start(service: str, name: str) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        with open(folder / "log", "wb") as log:
+            processes.append(subprocess.Popen(on_loopback(compose_command(service), replacements), cwd=folder,
+                                              env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True))
+
+    try:
+        start("dask-scheduler", "scheduler")
+        start("dask-worker", "worker-1")
+        start("dask-worker", "worker-2")
+        with distributed.Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for process in reversed(processes):  # workers first, then the scheduler
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def test_compose_commands_run_on_loopback():
+    replaced = on_loopback(compose_command("dask-scheduler"), loopback_replacements(1234, 1235))
+    assert replaced == ["dask", "scheduler", "--host", "127.0.0.1", "--port", "1234", "--dashboard-address",
+                        "127.0.0.1:1235"]
+    assert on_loopback(compose_command("dask-worker"), loopback_replacements(1234, 1235))[:3] == [
+        "dask", "worker", "tcp://127.0.0.1:1234"]
+
+
+def test_compress_on_a_dask_cluster_from_s3_to_s3(prefect_harness, dask_cluster, tmp_path):
+    import fsspec
+
+    from flows.access import verify
+    from flows.compress import compress_flow
+    from flows.ingest import ingest_flow
+    from tasks import shards
+
+    fs = fsspec.filesystem("s3")
+    fs.mkdir(BUCKET)
+    for image in sorted(SAMPLES.glob("*.png")):
+        fs.put_file(str(image), f"{BUCKET}/archive/{image.name}")
+    source, sharddir = f"s3://{BUCKET}/archive/", f"s3://{BUCKET}/shards/archive"
+    workdir = tmp_path / "work"  # the catalog stays with the driver; images and shards only in S3
+
+    ingested = ingest_flow(source=source, out=str(workdir), dask_address=dask_cluster)
+    assert not ingested["problems"], ingested
+    # One image per shard: three tasks for two workers.
+    result = compress_flow(source=str(workdir), out=sharddir, quality=40, shard_max_items=1,
+                           dask_address=dask_cluster)
+    assert not result["problems"], result
+
+    s3fs, root = shards.open_dir(sharddir)
+    manifest = shards.read_manifest(s3fs, root)
+    assert manifest["totals"]["coded"] + manifest["totals"]["passthrough"] == 3
+    assert len(manifest["shards"]) == 3
+    assert all(s3fs.isfile(f"{root}/{entry['name']}") for entry in manifest["shards"])
+    assert not list(tmp_path.glob("worker-*/**/*.parquet")), "a worker wrote shards to its local disk"
+    checked = verify(sharddir=sharddir, decode=True)
+    assert not checked["problems"], checked
