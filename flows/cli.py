@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "Schedules come from [saepress.schedules.NAME] tables in saepress.toml (cron or interval,\n"
                 "flow parameters). Without PREFECT_API_URL a local `prefect server` is started so schedules fire.\n"
                 "Runs until interrupted (Ctrl-C).", _serve)
+    p.add_argument("--port", type=int, default=4200, help="port of the local Prefect server it starts (default: %(default)s)")
+    p.add_argument("--no-server", action="store_true",
+                   help="start no Prefect server; requires PREFECT_API_URL (prints how to start one otherwise)")
     return parser
 
 
@@ -247,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from flows.serve import serve
 
-    return serve(config=args.config)
+    return serve(config=args.config, port=args.port, start_server=not args.no_server)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -34,7 +35,7 @@ def dask_client(settings: Settings) -> Iterator["distributed.Client"]:  # noqa: 
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
-        silence_logs="error",
+        silence_logs=logging.ERROR,
         local_directory=str(settings.home / "dask-scratch"),
     ) as cluster, distributed.Client(cluster) as client:
         yield client
