@@ -78,7 +78,8 @@ def run(count: int, workers: list[int], kind: str, patches_per_image: int) -> di
                 "workers": n, "files": ingested["seen"], "ok": ingested["ok"], "duplicate": ingested["duplicate"],
                 "ingest_s": round(ingest_s, 2), "files_per_s": round(ingested["seen"] / ingest_s, 1),
                 "patches": extracted["patches"], "extract_s": round(extract_s, 2),
-                "patches_per_s": round(extracted["patches"] / extract_s), "worker_rss_warm_mib": round(baseline / 2**20),
+                "patches_per_s": round(extracted["patches"] / extract_s),
+                "worker_rss_warm_mib": round(baseline / 2**20),
                 "worker_peak_ingest_mib": round(ingest_peak / 2**20),
                 "worker_peak_extract_mib": round(extract_peak / 2**20)})
     return results
@@ -89,7 +90,8 @@ def table(results: dict) -> str:
              f"{results['archive_bytes'] / 2**20:.1f} MiB), {results['patches_per_image']} patches per image, "
              f"{results['machine']}",
              "",
-             "| workers | ingest s | files/s | extract s | patches/s | peak RSS per worker MiB: warm / ingest / extract |",
+             "| workers | ingest s | files/s | extract s | patches/s "
+             "| peak RSS per worker MiB: warm / ingest / extract |",
              "|---|---|---|---|---|---|"]
     for r in results["runs"]:
         lines.append(f"| {r['workers']} | {r['ingest_s']} | {r['files_per_s']} | {r['extract_s']} | "

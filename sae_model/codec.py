@@ -22,7 +22,7 @@ LAMBDA = 0.2        # rate-distortion multiplier in units of step**2 per bit
 CHROMA_RATIO64 = 40  # chroma step = 0.625 luma step
 DC_RATIO64 = 6       # block-mean step = 0.75 step / 8 (DC coefficient slightly finer than AC)
 BIAS256 = 0
-SUBSAMPLE_BELOW = 50  # 4:2:0 chroma pays below this quality; above, it caps PSNR
+SUBSAMPLE_BELOW = 56  # 4:2:0 chroma pays below this quality; above, it caps PSNR
 
 
 def quality_to_step16(quality: int) -> int:
@@ -195,7 +195,7 @@ class Codec:
                     p = planes.reconstruct(self.arrays, s16, hd.dc_ratio64, hd.bias256, hb, wb, mem, Q, dcq)
                     rec.append(imageio.upsample2(p) if f == 2 else p)
                 if nc == 1:
-                    out[y0:y0 + th, x0:x0 + tw, 0] = np.clip(np.rint(rec[0][:th, :tw]), 0, 255)
+                    out[y0:y0 + th, x0:x0 + tw, 0] = np.clip(np.floor(rec[0][:th, :tw] + 0.5), 0, 255)
                 else:
                     out[y0:y0 + th, x0:x0 + tw] = imageio.ycbcr_to_rgb(*(r[:th, :tw] for r in rec))
         if st.alpha:

@@ -114,16 +114,17 @@ def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
 
 
 def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
-    cb = cb - 128.0
-    cr = cr - 128.0
-    r = y + 1.402 * cr
-    g = y - 0.344136286 * cb - 0.714136286 * cr
-    b = y + 1.772 * cb
-    return np.stack([_to_u8(r), _to_u8(g), _to_u8(b)], axis=-1)
-
-
-def _to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    """float32 elementwise IEEE arithmetic: identical on every machine and thread count."""
+    y = y.astype(np.float32) + np.float32(0.5)  # +0.5 then floor = round half up
+    cb = cb.astype(np.float32) - np.float32(128.0)
+    cr = cr.astype(np.float32) - np.float32(128.0)
+    out = np.empty(y.shape + (3,), np.uint8)
+    for i, v in enumerate((y + np.float32(1.402) * cr,
+                           y - np.float32(0.344136286) * cb - np.float32(0.714136286) * cr,
+                           y + np.float32(1.772) * cb)):
+        np.clip(v, 0, 255.5, out=v)
+        out[..., i] = v  # float -> uint8 truncates = floor for non-negative values
+    return out
 
 
 def downsample2(p: np.ndarray) -> np.ndarray:

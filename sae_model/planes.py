@@ -99,7 +99,7 @@ def code_plane(coder, m: ModelArrays, pc: int, step16: int, dcr64: int, hb: int,
                + np.where(row[act] > 0, cumabs[np.maximum(act - wb, 0)], 0))
         base = (_bucket(recent, (0, 2, 5, 11)) * 3 + _bucket(nbr, (0, 4))) * 3 \
             + _bucket(eob[act] - 1 - t, (0, 2))
-        ctx = (pb[act, s:e] * 45 + base[:, None]).ravel()
+        ctx = (pb[act, s:e] * 45 + base[:, None]).ravel().astype(np.int16)  # int16: radix sort
         vals = coder.signed("ac", pc, ctx, Q[act, s + 2:e + 2].ravel())
         Q[act, s + 2:e + 2] = vals.reshape(len(act), e - s)
         band = np.abs(Q[act, s + 2:e + 2])
@@ -120,7 +120,7 @@ def _code_dc(coder, pc, step16, dcr64, hb, wb, eob, dcq):
     G = dcq.reshape(hb, wb).astype(np.int64) if enc else np.zeros((hb, wb), np.int64)
     eb = _bucket(eob.reshape(hb, wb), (0, 4))
     S = 1
-    while S * 2 < max(hb, wb) and S < 32:
+    while S * 2 < max(hb, wb) and S < 8:
         S *= 2
     # coarse grid: DPCM along the first column, then along each row (decoder: cumulative sums)
     C = G[::S, ::S]

@@ -5,12 +5,12 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 from fixtures_archives import (TEST_MAX_BYTES, Case, bomb_png, common_cases, expected_rows, folder_extras,
-                               local_cluster, rgb_jpeg, rgb_png, tar_extras, write_folder, write_fs, write_tar, write_zip,
-                               zip_extras)
+                               local_cluster, rgb_jpeg, rgb_png, tar_extras, write_folder, write_fs, write_tar,
+                               write_zip, zip_extras)
 
 from flows.ingest import ingest_flow
 from flows.settings import ConfigError
-from tasks.ingest import CATALOG_SCHEMA, make_batches, probe_file
+from tasks.ingest import BATCH_FILES, CATALOG_SCHEMA, make_batches, probe_file
 
 CASES = common_cases()
 READABLE = [case for case in CASES if case.read]
@@ -40,9 +40,9 @@ def test_pixel_limit_is_checked_on_the_header_and_configurable():
 
 
 def test_batches_group_consecutive_files_by_count_and_bytes():
-    members = [(f"f{i}", 10) for i in range(130)] + [("big", 63 * 2**20), ("big2", 63 * 2**20)]
+    members = [(f"f{i}", 10) for i in range(2 * BATCH_FILES + 2)] + [("big", 63 * 2**20), ("big2", 63 * 2**20)]
     batches = make_batches(members)
-    assert [len(b) for b in batches] == [64, 64, 3, 1]
+    assert [len(b) for b in batches] == [BATCH_FILES, BATCH_FILES, 3, 1]
     assert [m for b in batches for m in b] == members
 
 

@@ -325,7 +325,7 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, prefect_harness, t
     from flows.settings import Settings
     from flows.train import train_flow
 
-    steps, kill_at = 300, 250
+    steps, kill_at = 240, 210
     workdir = make_workdir(tmp_path)
     settings = Settings.resolve().prepare()
     dataset = training.describe_patches(str(workdir))
@@ -346,6 +346,11 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, prefect_harness, t
     a, b = client.get_run(run_id).data.metrics, client.get_run(straight["run_id"]).data.metrics
     assert a["checkpoint_step"] == b["checkpoint_step"] == steps
     assert sorted({m.step for m in client.get_metric_history(run_id, "train/loss")}) == list(range(1, steps + 1))
-    for key in ("train/loss", "train/mse", "train/active", "val/bd_rate_vs_jpeg", "val/psnr_q50", "val/bpp_q50"):
-        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
-    assert resumed["bd_rate"] == pytest.approx(straight["bd_rate"], rel=1e-5, abs=1e-6)
+    for key in ("train/loss", "train/mse", "train/l1", "train/active"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    fingerprints = [client.get_model_version("codec-resume-test", r["version"]).tags["fingerprint"]
+                    for r in (resumed, straight)]
+    assert fingerprints[0] == fingerprints[1]
+    # Same weights; the encoder's float32 decisions may still differ in the last bits between processes.
+    for key in ("val/bd_rate_vs_jpeg", "val/psnr_q50", "val/bpp_q50"):
+        assert a[key] == pytest.approx(b[key], rel=1e-3), key
