@@ -1,0 +1,7 @@
+"""Prefect flows (one per user job) and the `saepress` command line."""
+import os
+
+# Set before Prefect is imported: its ephemeral server needs ~35 s on 2 cores (default timeout 20 s), and
+# telemetry from a machine without internet only prints errors.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -17,6 +17,8 @@ def dask_client(settings: Settings) -> Iterator["distributed.Client"]:  # noqa: 
     """
     import distributed
 
+    # The scheduler's and nannies' INFO lines would drown the job's own report.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if settings.dask_address:
         try:
             client = distributed.Client(settings.dask_address, timeout="30s")

@@ -75,12 +75,9 @@ class Settings:
         )
 
     def prepare(self) -> "Settings":
-        """Create the home folder and point MLflow and Prefect at the resolved places."""
+        """Create the home folder and point MLflow at the resolved tracking URI (Prefect defaults: flows/__init__)."""
         self.home.mkdir(parents=True, exist_ok=True)
         os.environ["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
-        # An ephemeral Prefect server on 2 cores needs ~35 s to start on a fresh home; 20 s is the default.
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         return self
 
     @property
