@@ -4,7 +4,7 @@
 
 Generates small crops of the dev images (or of the bundled sample images), ingests them once, then times
 ``compress_flow`` and ``decompress_flow`` on a LocalCluster of N single-threaded worker processes, and the same
-codec work (encode + verify-decode, decode + PNG) in one plain loop. Prints a table, writes
+codec work (encode + verify-decode, decode + PNG) in one plain single-threaded loop. Prints a table, writes
 bench/results/pipeline.json. Target: throughput with N workers >= 0.8 x N x the loop.
 """
 from __future__ import annotations
@@ -45,10 +45,13 @@ def generate(folder: Path, count: int, size: int) -> int:
 
 def single_process(folder: Path, rate: dict) -> dict:
     """The codec work of compress (encode + verify-decode) and decompress (decode + PNG) in one loop."""
+    import torch
     from sae_model import Codec
 
     from tasks import compress as units
 
+    # One thread, like one Dask worker (distributed pins OMP/MKL threads to 1): the loop is the per-core baseline.
+    torch.set_num_threads(1)
     codec = Codec.pretrained()
     files = sorted(folder.rglob("*.png"))
     started = time.perf_counter()

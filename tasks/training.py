@@ -19,12 +19,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from prefect import task
@@ -98,7 +97,7 @@ def describe_patches(workdir: str) -> dict[str, Any]:
                                 "bytes": path.stat().st_size, "sha256": _sha256(path)}
     return {
         "patch_spec": json.loads(meta["saepress.patch_spec"]),
-        "extract_seed": meta.get("saepress.seed"),
+        "patch_metadata": meta,
         "catalog_sha256": meta.get("saepress.catalog_sha256"),
         "data_hash": hashlib.sha256(json.dumps(sorted((n, f["sha256"]) for n, f in file_rows.items())).encode())
         .hexdigest(),
@@ -306,7 +305,7 @@ def start_run(workdir: str, config: dict[str, Any], dataset: dict[str, Any], art
                "data.train_rows": dataset["train_rows"], "data.files": len(dataset["files"]),
                "data.val_images": len(dataset["val_image_ids"])}
     _log_params(mlflow_client, run.info.run_id, params)
-    manifest = {key: dataset[key] for key in ("catalog_sha256", "data_hash", "patch_spec", "extract_seed",
+    manifest = {key: dataset[key] for key in ("catalog_sha256", "data_hash", "patch_spec", "patch_metadata",
                                               "files", "train_rows", "val_image_ids")}
     manifest["workdir"] = str(Path(workdir).resolve())
     _log_json(mlflow_client, run.info.run_id, config, CONFIG_ARTIFACT)
@@ -445,7 +444,7 @@ def train(run_id: str, config: dict[str, Any], dataset: dict[str, Any],
 def _upload_checkpoint(run_id: str, trainer, step: int) -> None:
     import torch
 
-    state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state(), "step": step}
+    state = {"trainer": trainer.state_dict(), "torch_rng": torch.get_rng_state()}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(CHECKPOINT).name
         torch.save(state, path)
@@ -462,7 +461,8 @@ def _download_checkpoint(run_id: str) -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT, dst_path=tmp)
         # weights_only: a checkpoint is tensors, numbers and dicts; never unpickle arbitrary objects.
-        return torch.load(path, weights_only=True)
+        # map_location: a run checkpointed on a GPU can be resumed on a machine without one.
+        return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def _log_model_artifacts(mlflow_client, run_id: str, codec, summary: dict[str, Any]) -> None:
