@@ -347,11 +347,12 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, prefect_harness, t
     assert sorted({m.step for m in client.get_metric_history(run_id, "train/loss")}) == list(range(1, steps + 1))
     for key in ("train/loss", "train/mse", "train/l1", "train/active"):
         assert a[key] == pytest.approx(b[key], rel=1e-6), key
-    # Float results may differ in the last bits between processes (BLAS kernels), so weights are compared
-    # numerically, not by fingerprint; the encoder's float32 decisions carry that into the last bits of the metrics.
+    # Float sums may differ in the last bits between processes (BLAS kernels pick paths by memory alignment), so
+    # the weights are compared numerically, not by fingerprint. The encoder's decisions (member choice, deadzone)
+    # are discrete, so a last-bit difference can flip a few of them: validation metrics get a small tolerance.
     resumed_codec, straight_codec = (Codec.load(f"models:/codec-resume-test/{result['version']}")
                                      for result in (resumed, straight))
     assert torch.allclose(resumed_codec.weights["bases"], straight_codec.weights["bases"], atol=1e-5)
     assert (resumed_codec.weights["sigma16"] - straight_codec.weights["sigma16"]).abs().max() <= 1
-    for key in ("val/bd_rate_vs_jpeg", "val/psnr_q50", "val/bpp_q50"):
-        assert a[key] == pytest.approx(b[key], rel=1e-3), key
+    for key, tolerance in (("val/bd_rate_vs_jpeg", 0.5), ("val/psnr_q50", 0.05), ("val/bpp_q50", 0.02)):
+        assert a[key] == pytest.approx(b[key], abs=tolerance), key
