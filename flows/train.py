@@ -28,6 +28,7 @@ def train_flow(workdir: str, steps: int | None = None, seed: int = 0, model_name
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {steps}")
 
+    _check_tracking_store(settings)
     dataset = training.describe_patches_task(str(workdir_path))
     _check_patch_spec(dataset)
     if not dataset["val_image_ids"]:
@@ -67,6 +68,17 @@ def train_flow(workdir: str, steps: int | None = None, seed: int = 0, model_name
     ]
     return {"report": report, "problems": [], "model_uri": f"models:/{name}/{version}", "run_id": run_id,
             "version": version, "bd_rate": result["bd_rate"], "decision": decision}
+
+
+def _check_tracking_store(settings: Settings) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        training.client().search_experiments(max_results=1)
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(f"cannot use the MLflow tracking store {settings.mlflow_tracking_uri} "
+                          f"({type(exc).__name__}); start the server or unset MLFLOW_TRACKING_URI to use the "
+                          "embedded SQLite store") from None
 
 
 def _check_patch_spec(dataset: dict[str, Any]) -> None:

@@ -28,8 +28,8 @@ All integers are little-endian. A stream is::
 Every length is checked against the real stream length before anything is allocated, and
 width*height is capped by MAX_PIXELS. The alpha section is the alpha plane, each row
 left-differenced mod 256, zlib-compressed. The payload is the tiles in raster order,
-each a u32 byte count followed by that many bytes of range-coder words (see entropy.py
-and codec.py for what the words hold).
+each a u32 byte count followed by that many bytes of range-coder words (see entropy.py,
+planes.py and codec.py for what the words hold; postfilter.py for the normative deblocking).
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class Codec:
     def _encode(self, prep: imageio.Prepared, quality: int, subsample: bool | None = None,
                 rounding: float = ROUNDING, lam: float = LAMBDA, members=None,
                 chroma_ratio64: int = CHROMA_RATIO64, dc_ratio64: int = DC_RATIO64,
-                bias256: int = BIAS256, coder_override=None) -> bytes | None:
+                bias256: int = BIAS256, rdoq: bool = True, coder_override=None) -> bytes | None:
         """coder_override: an entropy.Counter that receives the symbols (table fitting)."""
         h, w, nc = prep.pixels.shape
         step16 = min(65535, max(1, quality_to_step16(quality)))
@@ -127,7 +127,7 @@ class Codec:
                 enc = coder_override or entropy.Encoder(self.arrays.tables)
                 for pc, plane, s16 in self._planes(px, sub, step16, chroma_ratio64):
                     mem, Q, dcq = planes.analyse_plane(plane, self.arrays, pc, s16, dc_ratio64,
-                                                       bias256, rounding, lam, members)
+                                                       bias256, rounding, lam, members, rdoq)
                     hb, wb = plane.shape[0] // 8, plane.shape[1] // 8
                     planes.code_plane(enc, self.arrays, pc, s16, dc_ratio64, hb, wb, mem, Q, dcq)
                 if coder_override is None:

@@ -11,7 +11,8 @@ Symbol order inside a tile's range-coder stream, per plane (Y, then Cb, Cr):
   4. DC (quantised block means): coarse grid at stride S (left/top DPCM), then for s = S/2..1
      the centres and edges of the stride-2s grid predicted by the rounded mean of their
      decoded neighbours (dc table; context = stage, neighbour spread, block eob).
-Reconstruction is integer-exact (coefficients and basis are integers held in float64, all
+After the inverse transform, postfilter.deblock smooths block edges (normative: the decoded
+pixels include it). Reconstruction is integer-exact (coefficients and basis are integers held in float64, all
 partial sums < 2**53), so pixels do not depend on the BLAS or the thread count.
 """
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import entropy
+from . import entropy, postfilter
 from .errors import CorruptStreamError
 
 B = 8
@@ -178,7 +179,7 @@ def _dc_stage(coder, pc, G, eb, I, J, offs, stage, enc):
 
 def reconstruct(m: ModelArrays, step16: int, dcr64: int, bias256: int, hb: int, wb: int,
                 members: np.ndarray, Q: np.ndarray, dcq: np.ndarray) -> np.ndarray:
-    """Integer-exact inverse transform; returns the plane (hb*8, wb*8) in float64 samples."""
+    """Integer-exact inverse transform and deblocking; returns the plane (hb*8, wb*8) in float64 samples."""
     q = Q[:, 2:]
     deq = np.clip((q * 256 - np.sign(q) * bias256) * step16, -MAX_DEQ, MAX_DEQ).astype(np.float64)
     ac = np.zeros((hb * wb, B * B), np.int64)
@@ -191,11 +192,11 @@ def reconstruct(m: ModelArrays, step16: int, dcr64: int, bias256: int, hb: int, 
         raise CorruptStreamError("DC value out of range")
     plane = ac + (dcq * (step16 * dcr64 * 4))[:, None]   # units of 1/4096 sample
     plane = plane.reshape(hb, wb, B, B).transpose(0, 2, 1, 3).reshape(hb * B, wb * B)
-    return plane / 4096.0
+    return postfilter.deblock(plane, step16) / 4096.0
 
 
 def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: int,
-                  bias256: int, rounding: float, lam: float, allowed=None):
+                  bias256: int, rounding: float, lam: float, allowed=None, rdoq: bool = True):
     """Encoder: choose a member per block by rate-distortion cost and quantise.
 
     Returns members, Q (nb, 65) and the quantised block means.
@@ -211,10 +212,18 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     pbs = prior_buckets(m.sigma16, step16)
     ks = list(range(m.K)) if allowed is None else list(allowed)
 
+    bits = m.bits[pc]
+
     def quantise(k, rows):
         c = xc[rows] @ m.bases[k, :, 1:]
         a = np.abs(c) / step
         q = np.floor(a + rounding)
+        if rdoq:  # per coefficient: keep q or q - 1, whichever has the lower D + lam * R
+            lo = np.maximum(q - 1, 0)
+            def cost(v):
+                e = a - np.where(v > 0, v - bias, 0)
+                return e * e + lam * bits[pbs[k][None, :], np.minimum(v, entropy.ESC).astype(np.int64)]
+            q = np.where(cost(lo) < cost(q), lo, q)
         return c, a, q
 
     n = len(xc)

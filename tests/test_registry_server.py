@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import urllib.request
 from importlib.metadata import PackageNotFoundError, version
 import pytest
 
-from test_training import TINY_MODEL, assert_tracked, make_workdir, tiny_training  # noqa: F401
+from test_training import TINY_MODEL, assert_tracked, free_port, make_workdir, tiny_training  # noqa: F401
 
 
 def server_command() -> list[str] | None:
@@ -26,12 +25,6 @@ def server_command() -> list[str] | None:
     except PackageNotFoundError:
         return None
     return [sys.executable, "-m", "mlflow"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

