@@ -337,6 +337,7 @@ training.train(run_id, config, dataset, val)
 def test_killed_training_resumes_to_the_same_result(tmp_path, prefect_harness, tiny_training):
     from mlflow import MlflowClient
 
+    import mlflow
     import torch
 
     from flows.settings import Settings
@@ -346,6 +347,7 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, prefect_harness, t
     steps, kill_at = 240, 210
     workdir = make_workdir(tmp_path)
     settings = Settings.resolve().prepare()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # as train_flow does; an earlier test may have moved it
     dataset = training.describe_patches(str(workdir))
     config = training.training_config(steps, 0)
     run_id = training.start_run(str(workdir), config, dataset, settings.mlflow_artifact_root)
