@@ -10,7 +10,7 @@ from flows.settings import ConfigError, Settings
 from tasks import ingest, patches
 
 
-@flow(name="extract")
+@flow(name="saepress-extract")
 def extract_flow(workdir: str, patches_per_image: int = 256, val_fraction: float = 0.15, seed: int = 0,
                  dask_address: str | None = None) -> dict:
     """Write ``WORKDIR/patches/part-*.parquet`` from the ``ok`` rows of ``WORKDIR/catalog.parquet``.

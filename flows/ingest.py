@@ -13,7 +13,7 @@ from tasks.sources import normalise_url
 MAX_LISTED = 50
 
 
-@flow(name="ingest")
+@flow(name="saepress-ingest")
 def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_address: str | None = None,
                 max_bytes: int | None = None) -> dict:
     """Probe the files of ``source`` not yet in ``out/catalog.parquet`` and rewrite the catalog.
