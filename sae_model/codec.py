@@ -17,8 +17,8 @@ from .errors import CodecError, CorruptStreamError, ModelMismatchError
 WEIGHTS, CONFIG = "weights.pt", "config.json"
 TILE = 1024
 # Encoder settings (not in the stream: the decoder needs none of them).
-ROUNDING = 0.33     # deadzone: q = floor(|c|/step + ROUNDING)
-LAMBDA = 0.2        # rate-distortion multiplier in units of step**2 per bit
+ROUNDING = 0.5      # candidate level q = floor(|c|/step + ROUNDING); RDO may lower it by one
+LAMBDA = 0.07       # rate-distortion multiplier in units of step**2 per bit (member and levels)
 CHROMA_RATIO64 = 40  # chroma step = 0.625 luma step
 DC_RATIO64 = 6       # block-mean step = 0.75 step / 8 (DC coefficient slightly finer than AC)
 BIAS256 = 0
