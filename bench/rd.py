@@ -33,7 +33,7 @@ QUALITIES = {
     "avif": [10, 25, 40, 55, 65, 75, 85, 92],
 }
 # "without rate tools": plain rounding, member by distortion only, equal steps
-NO_RATE_TOOLS = {"rounding": 0.5, "lam": 0.0, "chroma_ratio64": 64, "dc_ratio64": 8}
+NO_RATE_TOOLS = {"rounding": 0.5, "lam": 0.0, "rdoq": False, "chroma_ratio64": 64, "dc_ratio64": 8}
 
 
 def ablation_models(images_dir: Path, shipped: Codec) -> dict:
@@ -86,8 +86,8 @@ def main(argv=None) -> None:
     print(f"\nwrote {out / 'rd.json'} and {out / 'rd.png'}")
     if args.no_ablation:
         return
-    print("\nAblation: BD-rate vs JPEG (same entropy coder and tables; 'rate tools' = deadzone 0.33,"
-          " RD member choice, chroma step 0.625, DC step 0.75)")
+    print("\nAblation: BD-rate vs JPEG (same entropy coder, tables and deblocking; 'rate tools' ="
+          " RD-optimised levels and member choice, chroma step 0.625, DC step 0.75)")
     print(f"{'model':<40} {'with rate tools':>16} {'without':>10}")
     jpeg = [r for r in curves if r["codec"] == "jpeg"]
     table = {}

@@ -114,16 +114,32 @@ def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
 
 
 def ycbcr_to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
-    """float32 elementwise IEEE arithmetic: identical on every machine and thread count."""
-    y = y.astype(np.float32) + np.float32(0.5)  # +0.5 then floor = round half up
-    cb = cb.astype(np.float32) - np.float32(128.0)
-    cr = cr.astype(np.float32) - np.float32(128.0)
+    """float32 elementwise IEEE arithmetic: identical on every machine and thread count.
+    R = y + 1.402 cr, G = (y - 0.344 cb) - 0.714 cr, B = y + 1.772 cb, computed in place."""
+    f32 = np.float32
+    y = y.astype(f32)
+    y += f32(0.5)  # +0.5 then floor = round half up
+    cb = cb.astype(f32)
+    cb -= f32(128.0)
+    cr = cr.astype(f32)
+    cr -= f32(128.0)
     out = np.empty(y.shape + (3,), np.uint8)
-    for i, v in enumerate((y + np.float32(1.402) * cr,
-                           y - np.float32(0.344136286) * cb - np.float32(0.714136286) * cr,
-                           y + np.float32(1.772) * cb)):
-        np.clip(v, 0, 255.5, out=v)
-        out[..., i] = v  # float -> uint8 truncates = floor for non-negative values
+    t = np.empty_like(y)
+    u = np.empty_like(y)
+    for i in range(3):
+        if i == 0:
+            np.multiply(cr, f32(1.402), out=t)
+            t += y
+        elif i == 1:
+            np.multiply(cb, f32(0.344136286), out=t)
+            np.subtract(y, t, out=t)
+            np.multiply(cr, f32(0.714136286), out=u)
+            t -= u
+        else:
+            np.multiply(cb, f32(1.772), out=t)
+            t += y
+        np.clip(t, 0, 255.5, out=t)
+        out[..., i] = t  # float -> uint8 truncates = floor for non-negative values
     return out
 
 

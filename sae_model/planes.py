@@ -34,6 +34,7 @@ NPRIOR = 16
 N_AC_CTX = NPRIOR * 45
 N_DC_CTX = 3 * 8 * 3
 BASIS_SCALE = 1 << 14
+SEARCH_ROUNDING = 0.4  # deadzone quantiser standing in for RDO levels while choosing the member
 MAX_DEQ = 1 << 31
 
 
@@ -207,24 +208,31 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     mean = blocks.mean(1)
     dcq = np.rint(mean * 1024.0 / (step16 * dcr64)).astype(np.int64)
     xc = (blocks - mean[:, None]).astype(np.float32)
-    step = step16 / 16.0
-    bias = bias256 / 256.0
-    pbs = prior_buckets(m.sigma16, step16)
+    inv_step = np.float32(16.0 / step16)
+    bias = np.float32(bias256 / 256.0)
+    esc = entropy.ESC
+    # bits of level |q| at position j of member k: flat[offset[k, j] + min(|q|, ESC)]
+    flat = m.bits[pc].astype(np.float32).ravel()
+    offset = (prior_buckets(m.sigma16, step16) * (esc + 1)).astype(np.int32)
     ks = list(range(m.K)) if allowed is None else list(allowed)
 
-    bits = m.bits[pc]
-
-    def quantise(k, rows):
+    def quantise(k, rows, rdoq):
+        """Levels of member k, with their error (in steps) and rate proxy (bits)."""
         c = xc[rows] @ m.bases[k, :, 1:]
-        a = np.abs(c) / step
-        q = np.floor(a + rounding)
+        a = np.abs(c) * inv_step
+        q = np.floor(a + np.float32(rounding if rdoq else SEARCH_ROUNDING))
+        at = offset[k][None, :]
+        r = flat[at + np.minimum(q, esc).astype(np.int32)]
+        e = a - np.where(q > 0, q - bias, 0)
         if rdoq:  # per coefficient: keep q or q - 1, whichever has the lower D + lam * R
             lo = np.maximum(q - 1, 0)
-            def cost(v):
-                e = a - np.where(v > 0, v - bias, 0)
-                return e * e + lam * bits[pbs[k][None, :], np.minimum(v, entropy.ESC).astype(np.int64)]
-            q = np.where(cost(lo) < cost(q), lo, q)
-        return c, a, q
+            r_lo = flat[at + np.minimum(lo, esc).astype(np.int32)]
+            e_lo = a - np.where(lo > 0, lo - bias, 0)
+            down = e_lo * e_lo + lam * r_lo < e * e + lam * r
+            q = np.where(down, lo, q)
+            r = np.where(down, r_lo, r)
+            e = np.where(down, e_lo, e)
+        return c, q, r, e
 
     n = len(xc)
     D = np.empty((n, len(ks)), np.float32)
@@ -232,11 +240,9 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     NZ = np.empty((n, len(ks)), bool)
     rows = slice(None)
     for i, k in enumerate(ks):
-        c, a, q = quantise(k, rows)
-        err = a - np.where(q > 0, q - bias, 0)
-        D[:, i] = (err * err).sum(1)
-        flat = pbs[k][None, :] * (entropy.ESC + 1) + np.minimum(q, entropy.ESC).astype(np.int64)
-        R[:, i] = m.bits[pc].ravel()[flat].sum(1)
+        _, q, r, e = quantise(k, rows, False)
+        D[:, i] = (e * e).sum(1)
+        R[:, i] = r.sum(1)
         NZ[:, i] = q.any(1)
     # member index cost: uniform first, then the frequencies this plane actually uses
     mbits = np.full(len(ks), np.log2(len(ks)), np.float32)
@@ -250,7 +256,7 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     Qbest = np.zeros((n, NPOS), np.int64)
     for k in np.unique(members).tolist():
         sel = np.flatnonzero(members == k)
-        c, a, q = quantise(k, sel)
+        c, q, _, _ = quantise(k, sel, rdoq)
         Qbest[sel] = (np.sign(c) * q).astype(np.int64)
     Q = np.zeros((len(xc), NPOS + 2), np.int64)
     Q[:, 2:] = Qbest

@@ -30,31 +30,29 @@ def deblock(plane: np.ndarray, step16: int) -> np.ndarray:
     unit = step16 * 256 // 64  # 1/64 step in 1/4096 sample units (step16 is 1/16 sample)
     th = (ALPHA64 * unit, BETA64 * unit, TC64 * unit)
     out = np.array(plane, np.int64, copy=True)
-    _vertical_edges(out, *th)
-    out_t = np.ascontiguousarray(out.T)
-    _vertical_edges(out_t, *th)
-    return np.ascontiguousarray(out_t.T)
+    H, W = out.shape
+    if W >= 2 * B:  # vertical edges: p_i = column 7 - i of the left block, q_i = column i of the right
+        v = out.reshape(H, W // B, B)
+        _filter([v[:, :-1, B - 1 - i] for i in range(4)], [v[:, 1:, i] for i in range(4)], *th)
+    if H >= 2 * B:  # then horizontal edges, on the already filtered samples
+        h = out.reshape(H // B, B, W)
+        _filter([h[:-1, B - 1 - i] for i in range(4)], [h[1:, i] for i in range(4)], *th)
+    return out
 
 
-def _vertical_edges(X: np.ndarray, A: int, Bt: int, tc: int) -> None:
-    """Filter the edges between horizontally adjacent blocks, in place."""
-    H, W = X.shape
-    wb = W // B
-    if wb < 2:
-        return
-    Xr = X.reshape(H, wb, B)
-    p0, p1, p2, p3 = (Xr[:, :-1, B - 1 - i].copy() for i in range(4))
-    q0, q1, q2, q3 = (Xr[:, 1:, i].copy() for i in range(4))
+def _filter(p: list, q: list, A: int, Bt: int, tc: int) -> None:
+    """p, q: views of the 4 samples on each side of every edge (index 0 next to the edge);
+    written in place."""
+    p0, p1, p2, p3 = (x.copy() for x in p)
+    q0, q1, q2, q3 = (x.copy() for x in q)
     d = q0 - p0
     on = (np.abs(d) < A) & (np.abs(p1 - p0) < Bt) & (np.abs(q1 - q0) < Bt)
     strong = on & (np.abs(p2 - p0) < Bt) & (np.abs(q2 - q0) < Bt) & (np.abs(d) < (A >> 2) + TWO_SAMPLES)
     weak = on & ~strong
     delta = np.clip((d * 4 + (p1 - q1) + 4) >> 3, -tc, tc)
-    Xr[:, :-1, B - 1] = np.where(strong, (p2 + 2 * p1 + 2 * p0 + 2 * q0 + q1 + 4) >> 3,
-                                 np.where(weak, p0 + delta, p0))
-    Xr[:, 1:, 0] = np.where(strong, (q2 + 2 * q1 + 2 * q0 + 2 * p0 + p1 + 4) >> 3,
-                            np.where(weak, q0 - delta, q0))
-    Xr[:, :-1, B - 2] = np.where(strong, (p2 + p1 + p0 + q0 + 2) >> 2, p1)
-    Xr[:, 1:, 1] = np.where(strong, (q2 + q1 + q0 + p0 + 2) >> 2, q1)
-    Xr[:, :-1, B - 3] = np.where(strong, (2 * p3 + 3 * p2 + p1 + p0 + q0 + 4) >> 3, p2)
-    Xr[:, 1:, 2] = np.where(strong, (2 * q3 + 3 * q2 + q1 + q0 + p0 + 4) >> 3, q2)
+    p[0][...] = np.where(strong, (p2 + 2 * p1 + 2 * p0 + 2 * q0 + q1 + 4) >> 3, np.where(weak, p0 + delta, p0))
+    q[0][...] = np.where(strong, (q2 + 2 * q1 + 2 * q0 + 2 * p0 + p1 + 4) >> 3, np.where(weak, q0 - delta, q0))
+    p[1][...] = np.where(strong, (p2 + p1 + p0 + q0 + 2) >> 2, p1)
+    q[1][...] = np.where(strong, (q2 + q1 + q0 + p0 + 2) >> 2, q1)
+    p[2][...] = np.where(strong, (2 * p3 + 3 * p2 + p1 + p0 + q0 + 4) >> 3, p2)
+    q[2][...] = np.where(strong, (2 * q3 + 3 * q2 + q1 + q0 + p0 + 4) >> 3, q2)

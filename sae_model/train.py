@@ -16,7 +16,7 @@ from .patches import patches_to_blocks
 @dataclass
 class TrainConfig:
     seed: int = 0
-    steps: int = 1000
+    steps: int = 200              # ~0.5-2 s per step on one loaded CPU core: minutes, not tens
     batch_size: int = 2048
     lr: float = 1e-3
     l1_lambda: float = 6.0        # L1 weight, in sample units (0..255 scale); ~ a mid-rate step
