@@ -34,7 +34,7 @@ NPRIOR = 16
 N_AC_CTX = NPRIOR * 45
 N_DC_CTX = 3 * 8 * 3
 BASIS_SCALE = 1 << 14
-SEARCH_ROUNDING = 0.4  # deadzone quantiser standing in for RDO levels while choosing the member
+SEARCH_ROUNDING = 0.45  # deadzone quantiser standing in for RDO levels while choosing the member
 MAX_DEQ = 1 << 31
 
 

@@ -55,7 +55,7 @@ def fit_tables(codec: Codec, images, qualities=FIT_QUALITIES, prior_weight: floa
     return out
 
 
-def build(images_dir, steps: int = 300, K: int = 16, seed: int = 0, log=print) -> Codec:
+def build(images_dir, steps: int = TrainConfig.steps, K: int = 16, seed: int = 0, log=print) -> Codec:
     rng = np.random.default_rng(seed)
     paths = [Path(images_dir) / f for f in TRAIN_FILES]
     images = [Image.open(p).convert("RGB") for p in paths]
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", required=True)
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=TrainConfig.steps)
     ap.add_argument("--K", type=int, default=16)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "flows" / "sample_data"
-BUCKET = "saepress-test"
+BUCKET = "saepress-deploy-test"  # moto shares buckets across servers in one process: one name per module
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 

@@ -135,8 +135,8 @@ def s3(monkeypatch):
     import s3fs
 
     s3fs.S3FileSystem.clear_instance_cache()
-    s3fs.S3FileSystem().mkdir("archive")
-    yield "s3://archive"
+    s3fs.S3FileSystem().mkdir("faults-archive")
+    yield "s3://faults-archive"
     s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
 

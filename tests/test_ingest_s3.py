@@ -36,10 +36,10 @@ def s3_bucket():
         import s3fs
 
         fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir("saepress-test")
+        fs.mkdir("saepress-ingest-test")
         try:
             with local_cluster(workers=1) as address:
-                yield fs, "saepress-test", address
+                yield fs, "saepress-ingest-test", address
         finally:
             server.stop()
 
