@@ -216,11 +216,11 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     offset = (prior_buckets(m.sigma16, step16) * (esc + 1)).astype(np.int32)
     ks = list(range(m.K)) if allowed is None else list(allowed)
 
-    def quantise(k, rows, rdoq):
+    def quantise(k, rows, rdoq, rounding):
         """Levels of member k, with their error (in steps) and rate proxy (bits)."""
         c = xc[rows] @ m.bases[k, :, 1:]
         a = np.abs(c) * inv_step
-        q = np.floor(a + np.float32(rounding if rdoq else SEARCH_ROUNDING))
+        q = np.floor(a + np.float32(rounding))
         at = offset[k][None, :]
         r = flat[at + np.minimum(q, esc).astype(np.int32)]
         e = a - np.where(q > 0, q - bias, 0)
@@ -240,7 +240,7 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     NZ = np.empty((n, len(ks)), bool)
     rows = slice(None)
     for i, k in enumerate(ks):
-        _, q, r, e = quantise(k, rows, False)
+        _, q, r, e = quantise(k, rows, False, SEARCH_ROUNDING if rdoq else rounding)
         D[:, i] = (e * e).sum(1)
         R[:, i] = r.sum(1)
         NZ[:, i] = q.any(1)
@@ -256,7 +256,7 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     Qbest = np.zeros((n, NPOS), np.int64)
     for k in np.unique(members).tolist():
         sel = np.flatnonzero(members == k)
-        c, q, _, _ = quantise(k, sel, rdoq)
+        c, q, _, _ = quantise(k, sel, rdoq, rounding)
         Qbest[sel] = (np.sign(c) * q).astype(np.int64)
     Q = np.zeros((len(xc), NPOS + 2), np.int64)
     Q[:, 2:] = Qbest

@@ -155,8 +155,8 @@ def test_shard_set_on_s3(shard_set, s3, tmp_path, prefect_harness):
     result = compress_flow(source=str(workdir), out=url, shard_max_items=3)
     assert result["problems"] == []
     fs = s3fs.S3FileSystem()
-    assert fs.exists(f"archive/set/{shards.manifest_name(manifest_generation := result['manifest_generation'])}")
-    assert manifest_generation >= 1 and not fs.exists("archive/set/.lock")
+    assert fs.exists(f"{url}/{shards.manifest_name(manifest_generation := result['manifest_generation'])}")
+    assert manifest_generation >= 1 and not fs.exists(f"{url}/.lock")
     assert verify(url, decode=True)["problems"] == []
     notes = (shard_set / "src" / "notes.txt").read_bytes()
     assert get_image(url, hashlib.sha256(notes).hexdigest(), str(tmp_path / "n"))["problems"] == []
