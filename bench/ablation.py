@@ -64,14 +64,14 @@ def ablation_table(images, quick: bool, images_dir=DEFAULT_IMAGES, log=print) ->
     """One dict per row: model, bd_rate_vs_jpeg {"with_rate_tools", "without"} and the mean
     (bpp, psnr) curve of each setting."""
     torch.set_num_threads(1)
-    jpeg = evaluate.reference_curve("jpeg", images, rd.QUALITIES["jpeg"])
+    jpeg = evaluate.reference_curve("jpeg", images, evaluate.QUALITIES["jpeg"])
     rows = []
     for name, model in ablation_models(Path(images_dir), quick).items():
         row = {"model": name, "bd_rate_vs_jpeg": {}, "mean_curve": {}}
         for col, settings in (("with_rate_tools", {}), ("without", rd.NO_RATE_TOOLS)):
             t0 = time.perf_counter()
             label = f"{name} {col}"
-            cur = evaluate.codec_curve(model, images, rd.QUALITIES["saepress"], name=label, **settings)
+            cur = evaluate.codec_curve(model, images, evaluate.QUALITIES["saepress"], name=label, **settings)
             entry = evaluate.summarise(jpeg + cur)["codecs"][label]
             row["bd_rate_vs_jpeg"][col] = entry["bd_rate_vs_jpeg"]
             row["mean_curve"][col] = {"bpp": entry["bpp"], "psnr": entry["psnr"]}

@@ -25,13 +25,6 @@ from PIL import Image  # noqa: E402
 from sae_model import Codec, TrainConfig, Trainer, evaluate, sample_patches  # noqa: E402
 from sae_model.pretrained import TRAIN_FILES, held_out  # noqa: E402
 
-QUALITIES = {
-    "saepress": [8, 16, 24, 32, 40, 46, 52, 55],  # 4:2:0 range, spans the JPEG PSNR range
-    "jpeg": [10, 20, 30, 45, 60, 75, 85, 92],
-    "webp": [10, 20, 35, 50, 65, 80, 90, 95],
-    "jpeg2000": [5, 15, 25, 35, 45, 55, 65, 75],
-    "avif": [10, 25, 40, 55, 65, 75, 85, 92],
-}
 # "without rate tools": plain rounding, member by distortion only, equal steps
 NO_RATE_TOOLS = {"rounding": 0.5, "lam": 0.0, "rdoq": False, "chroma_ratio64": 64, "dc_ratio64": 8}
 
@@ -71,9 +64,9 @@ def main(argv=None) -> None:
     codec = Codec.pretrained()
     curves = []
     t0 = time.perf_counter()
-    curves += evaluate.codec_curve(codec, images, QUALITIES["saepress"])
+    curves += evaluate.codec_curve(codec, images, evaluate.QUALITIES["saepress"])
     for name in evaluate.REFERENCES:
-        curves += evaluate.reference_curve(name, images, QUALITIES[name])
+        curves += evaluate.reference_curve(name, images, evaluate.QUALITIES[name])
     summary = evaluate.summarise(curves)
     print(f"({time.perf_counter() - t0:.0f}s)\n\nBD-rate (per image, averaged; negative = fewer bits than the row's reference)")
     print(f"{'codec':<10} {'vs JPEG':>9} {'vs WebP':>9} {'vs JPEG2000':>12} {'vs AVIF':>9}")
@@ -96,7 +89,7 @@ def main(argv=None) -> None:
         for tools in (True, False):
             label = f"{name} {'tools' if tools else 'plain'}"
             settings = {} if tools else NO_RATE_TOOLS
-            cur = evaluate.codec_curve(model, images, QUALITIES["saepress"], name=label, **settings)
+            cur = evaluate.codec_curve(model, images, evaluate.QUALITIES["saepress"], name=label, **settings)
             row.append(evaluate.summarise(jpeg + cur)["codecs"][label]["bd_rate_vs_jpeg"])
         table[name] = row
         print(f"{name:<40} {row[0]:>+15.1f}% {row[1]:>+9.1f}%")

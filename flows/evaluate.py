@@ -11,12 +11,9 @@ from typing import Any
 from flows.settings import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".gif"}
-REFERENCES = ("jpeg", "webp", "jpeg2000", "avif")
-REFERENCE_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 
 
-def evaluate(images_dir: str, out: str, model: str | None = None,
-             qualities: tuple[float, ...] = (10, 20, 35, 50, 65, 80)) -> dict[str, Any]:
+def evaluate(images_dir: str, out: str, model: str | None = None) -> dict[str, Any]:
     from PIL import Image
 
     from sae_model import Codec, evaluate as ev
@@ -27,9 +24,9 @@ def evaluate(images_dir: str, out: str, model: str | None = None,
     images = [Image.open(p).convert("RGB") for p in paths]
     codec = Codec.load(model) if model else Codec.pretrained()
 
-    curves = {"saepress": ev.codec_curve(codec, images, qualities)}
-    for name in REFERENCES:
-        curves[name] = ev.reference_curve(name, images, REFERENCE_QUALITIES)
+    curves = {"saepress": ev.codec_curve(codec, images, ev.QUALITIES["saepress"])}
+    for name in ev.REFERENCES:
+        curves[name] = ev.reference_curve(name, images, ev.QUALITIES[name])
     summary = ev.summarise(curves)
 
     out_dir = Path(out)

@@ -44,7 +44,7 @@ class LoopConfig:
     log_every: int = 25              # per-step metrics are sent to MLflow in batches of this many steps
     val_images: int = 4              # validation images used for real bpp/PSNR and BD-rate
     val_crop: int | None = 256       # centre crop of each validation image: keeps a validation pass to seconds on CPU
-    qualities: tuple[float, ...] = (10, 20, 35, 50, 65, 80)
+    qualities: tuple[float, ...] = (8, 16, 24, 32, 40, 46, 52, 55)  # sae_model.evaluate.QUALITIES["saepress"]
     init_samples: int = 8192         # patches for the trainer's data-driven initialisation
     window_rows: int = 65536         # shuffle window: patches loaded (and permuted) together, ~48 MiB at dim 192
 
@@ -232,7 +232,7 @@ class Validator:
         from sae_model import evaluate
 
         self.images, self.qualities = images, tuple(qualities)
-        self.jpeg = evaluate.reference_curve("jpeg", images, self.qualities)
+        self.jpeg = evaluate.reference_curve("jpeg", images, evaluate.QUALITIES["jpeg"])
 
     def summary(self, codec) -> dict[str, Any]:
         from sae_model import evaluate
