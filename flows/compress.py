@@ -209,10 +209,10 @@ def log_lineage(settings: Settings, out: str, model: dict, parameters: dict, met
     """An MLflow run in experiment ``saepress-compress`` tying the shard set to the model version."""
     import mlflow
 
+    from tasks.training import experiment_id
+
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    if mlflow.get_experiment_by_name("saepress-compress") is None:
-        mlflow.create_experiment("saepress-compress", artifact_location=f"{settings.mlflow_artifact_root}/compress")
-    mlflow.set_experiment("saepress-compress")
+    mlflow.set_experiment(experiment_id=experiment_id(f"{settings.mlflow_artifact_root}/compress", "saepress-compress"))
     tags = {"saepress.shard_dir": out, "saepress.job": job, "saepress.model_uri": model["uri"],
             "saepress.model_fingerprint": model["fingerprint"], "saepress.model_version": model["version"] or "",
             "saepress.model_run_id": model["run_id"] or ""}

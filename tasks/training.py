@@ -264,21 +264,21 @@ def client():
     return MlflowClient()
 
 
-def experiment_id(artifact_root: str) -> str:
-    """The ``saepress`` experiment, created with the saepress artifact root when the store is local."""
+def experiment_id(artifact_root: str, name: str = EXPERIMENT) -> str:
+    """Experiment ``name``, created with the saepress artifact root when the store is local."""
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client()
-    existing = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    existing = mlflow_client.get_experiment_by_name(name)
     if existing:
         return existing.experiment_id
     # A tracking server decides where its artifacts live (--serve-artifacts); a local store keeps them in the
     # saepress home instead of ./mlruns of whatever folder the command ran in.
     local = not mlflow_client.tracking_uri.startswith(("http://", "https://", "databricks"))
     try:
-        return mlflow_client.create_experiment(EXPERIMENT, artifact_location=artifact_root if local else None)
-    except MlflowException:  # created concurrently by another training
-        return mlflow_client.get_experiment_by_name(EXPERIMENT).experiment_id
+        return mlflow_client.create_experiment(name, artifact_location=artifact_root if local else None)
+    except MlflowException:  # created concurrently by another job
+        return mlflow_client.get_experiment_by_name(name).experiment_id
 
 
 def training_config(steps: int | None, seed: int, loop: LoopConfig | None = None,

@@ -1,7 +1,7 @@
 """Training against a real `mlflow server` on loopback: runs, served artifacts, the registry and its aliases.
 
-The server needs the full `mlflow` package (the `server` extra). It can live in another environment: set
-SAEPRESS_TEST_MLFLOW to its `mlflow` executable (mlflow 3.17 pins pyarrow<26, this project pins pyarrow 26).
+The server needs the full `mlflow` package (the `server` extra, part of the `dev` extra). It can live in another
+environment: set SAEPRESS_TEST_MLFLOW to its `mlflow` executable.
 """
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ import sys
 import time
 import urllib.request
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
 import pytest
 
 from test_training import TINY_MODEL, assert_tracked, free_port, make_workdir, tiny_training  # noqa: F401
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "flows" / "sample_data"
 
 
 def server_command() -> list[str] | None:
@@ -72,6 +77,7 @@ def mlflow_server(tmp_path_factory):
 def test_train_flow_against_mlflow_server(tmp_path, mlflow_server, monkeypatch, prefect_harness, tiny_training):
     from mlflow import MlflowClient
 
+    from flows.compress import compress_flow
     from flows.train import train_flow
     from sae_model import Codec
 
@@ -99,3 +105,11 @@ def test_train_flow_against_mlflow_server(tmp_path, mlflow_server, monkeypatch, 
     champion = Codec.load(f"models:/{name}@champion")
     assert champion.fingerprint == client.get_model_version(name, first["version"]).tags["fingerprint"]
     assert champion.config["K"] == TINY_MODEL["K"]
+
+    # Compression with the champion logs its lineage run to the same server.
+    compressed = compress_flow(source=str(SAMPLES / "*.png"), out=str(tmp_path / "shards"),
+                               model=f"models:/{name}@champion")
+    assert compressed["problems"] == []
+    lineage = client.search_runs([client.get_experiment_by_name("saepress-compress").experiment_id])
+    assert [run.data.tags["saepress.model_version"] for run in lineage] == [first["version"]]
+    assert lineage[0].data.tags["saepress.model_fingerprint"] == champion.fingerprint
