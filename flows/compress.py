@@ -211,7 +211,6 @@ def log_lineage(settings: Settings, out: str, model: dict, parameters: dict, met
 
     from tasks.training import experiment_id
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id(f"{settings.mlflow_artifact_root}/compress", "saepress-compress"))
     tags = {"saepress.shard_dir": out, "saepress.job": job, "saepress.model_uri": model["uri"],
             "saepress.model_fingerprint": model["fingerprint"], "saepress.model_version": model["version"] or "",

@@ -7,6 +7,7 @@ and MLflow on a SQLite file under the saepress home.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -78,6 +79,8 @@ class Settings:
         """Create the home folder and point MLflow at the resolved tracking URI (Prefect defaults: flows/__init__)."""
         self.home.mkdir(parents=True, exist_ok=True)
         os.environ["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
+        if "mlflow" in sys.modules:  # a URI set earlier in this process (a previous job) wins over the environment
+            sys.modules["mlflow"].set_tracking_uri(self.mlflow_tracking_uri)
         return self
 
     @property

@@ -17,11 +17,7 @@ from tasks import training
 @flow(name="saepress-train", log_prints=True)
 def train_flow(workdir: str, steps: int | None = None, seed: int = 0, model_name: str | None = None,
                promote: bool = False, resume: str | None = None) -> dict[str, Any]:
-    import mlflow
-
     settings = Settings.resolve(model_name=model_name).prepare()
-    # Set explicitly: an earlier set_tracking_uri in this process would otherwise win over the environment.
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     workdir_path = Path(workdir).resolve()
     if not training.patch_files(str(workdir_path)):
         raise ConfigError(f"no patch dataset in {workdir_path / 'patches'}; run `saepress extract {workdir}` first")
