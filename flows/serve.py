@@ -21,6 +21,7 @@ import inspect
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -159,6 +160,12 @@ def api_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/api"
 
 
+def _installed_script(name: str) -> str:
+    """``name`` from this interpreter's environment, which need not be on PATH (``.venv/bin/saepress serve``)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
 def server_healthy(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=timeout) as response:
@@ -188,7 +195,9 @@ def local_prefect_server(home: Path, port: int = DEFAULT_PORT) -> Iterator[str]:
     with open(log_path, "ab") as log:
         # Own session: Ctrl-C reaches only `saepress serve`, which must still talk to the server while it
         # pauses its schedules, and then stops the server itself.
-        process = subprocess.Popen(server_command("127.0.0.1", port), env=env, stdout=log,
+        command = server_command("127.0.0.1", port)
+        command[0] = _installed_script(command[0])
+        process = subprocess.Popen(command, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_healthy(url, process, log_path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +15,9 @@ os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect-home")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+# Server commands (`dask scheduler`, `prefect server`, `mlflow server`) run from this environment even when
+# it is not activated, as in CI's `.venv/bin/python -m pytest`.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 for _var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SAEPRESS_DASK_ADDRESS", "SAEPRESS_CONFIG"):
     os.environ.pop(_var, None)
 
