@@ -29,6 +29,8 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from sae_model import evaluate
+
 EXPERIMENT = "saepress"
 CHECKPOINT = "checkpoints/last.pt"
 CONFIG_ARTIFACT = "config/training.json"
@@ -44,7 +46,7 @@ class LoopConfig:
     log_every: int = 25              # per-step metrics are sent to MLflow in batches of this many steps
     val_images: int = 4              # validation images used for real bpp/PSNR and BD-rate
     val_crop: int | None = 256       # centre crop of each validation image: keeps a validation pass to seconds on CPU
-    qualities: tuple[float, ...] = (8, 16, 24, 32, 40, 46, 52, 55)  # sae_model.evaluate.QUALITIES["saepress"]
+    qualities: tuple[float, ...] = evaluate.QUALITIES["saepress"]
     init_samples: int = 8192         # patches for the trainer's data-driven initialisation
     window_rows: int = 65536         # shuffle window: patches loaded (and permuted) together, ~48 MiB at dim 192
 
@@ -229,14 +231,10 @@ class Validator:
     """Real encode/decode rate-distortion of a codec on the validation images, against JPEG on the same images."""
 
     def __init__(self, images: list, qualities: tuple[float, ...]):
-        from sae_model import evaluate
-
         self.images, self.qualities = images, tuple(qualities)
         self.jpeg = evaluate.reference_curve("jpeg", images, evaluate.QUALITIES["jpeg"])
 
     def summary(self, codec) -> dict[str, Any]:
-        from sae_model import evaluate
-
         return evaluate.summarise({"saepress": evaluate.codec_curve(codec, self.images, self.qualities),
                                    "jpeg": self.jpeg})
 
@@ -466,7 +464,7 @@ def _download_checkpoint(run_id: str) -> dict[str, Any] | None:
 
 
 def _log_model_artifacts(mlflow_client, run_id: str, codec, summary: dict[str, Any]) -> None:
-    from sae_model import atoms_image, evaluate
+    from sae_model import atoms_image
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
