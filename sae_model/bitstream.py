@@ -1,10 +1,10 @@
-"""saepress bitstream format v1 (container).
+"""saepress bitstream container, formats v1 and v2 (v2 is written; v1 is still read).
 
 All integers are little-endian. A stream is::
 
     offset size  field
     0      4     magic b"SAEP"
-    4      1     format version (1)
+    4      1     format version (2; 1 for streams written before the compiled coder)
     5      32    model fingerprint: sha256 of the model's weights file
     37     4     width  (u32, 1..MAX_SIDE)
     41     4     height (u32, 1..MAX_SIDE)
@@ -28,8 +28,11 @@ All integers are little-endian. A stream is::
 Every length is checked against the real stream length before anything is allocated, and
 width*height is capped by MAX_PIXELS. The alpha section is the alpha plane, each row
 left-differenced mod 256, zlib-compressed. The payload is the tiles in raster order,
-each a u32 byte count followed by that many bytes of range-coder words (see entropy.py,
-planes.py and codec.py for what the words hold; postfilter.py for the normative deblocking).
+each a u32 byte count followed by that many bytes of range-coder output: v2, bytes of
+rangecoder.py's coder holding blockcoder.py's symbols; v1, 32-bit words of constriction's
+range coder holding planes.py's v1 symbols (entropy.py). The two versions differ only in the
+payload and in the colour conversion (v2: postfilter.to_rgb, integer; v1: imageio, float32);
+postfilter.py holds the normative inverse transform and deblocking of both.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ import numpy as np
 from .errors import CorruptStreamError, UnsupportedVersionError
 
 MAGIC = b"SAEP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28
 MODES = ("L", "LA", "RGB", "RGBA")
@@ -103,8 +107,8 @@ def read_header(data: bytes) -> Header:
     data = bytes(data[:HEADER_SIZE]) if not isinstance(data, bytes) else data
     if len(data) < 5 or data[:4] != MAGIC:
         raise CorruptStreamError("not a saepress stream (bad magic)")
-    if data[4] != FORMAT_VERSION:
-        raise UnsupportedVersionError(f"format version {data[4]} (this library reads {FORMAT_VERSION})")
+    if data[4] not in READABLE_VERSIONS:
+        raise UnsupportedVersionError(f"format version {data[4]} (this library reads {READABLE_VERSIONS})")
     if len(data) < HEADER_SIZE:
         raise CorruptStreamError("truncated header")
     (_, version, fp, w, h, mode, smode, flags, quality, step16, cr, dcr, bias, tile,
@@ -161,14 +165,15 @@ def pack_tiles(tiles: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(t)) + t for t in tiles)
 
 
-def unpack_tiles(payload: bytes, count: int) -> list[bytes]:
+def unpack_tiles(payload: bytes, count: int, word_aligned: bool = False) -> list[bytes]:
+    """word_aligned: v1 tiles are whole 32-bit words."""
     out, o = [], 0
     for _ in range(count):
         if o + 4 > len(payload):
             raise CorruptStreamError("payload truncated (tile header)")
         (n,) = struct.unpack_from("<I", payload, o)
         o += 4
-        if n % 4 or o + n > len(payload):
+        if (word_aligned and n % 4) or o + n > len(payload):
             raise CorruptStreamError("payload truncated or misaligned tile")
         out.append(payload[o:o + n])
         o += n

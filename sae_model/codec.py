@@ -1,4 +1,4 @@
-"""Codec: a trained model plus the v1 bitstream (see bitstream.py and planes.py)."""
+"""Codec: a trained model plus the bitstream (container: bitstream.py; payload v2: blockcoder.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream, entropy, imageio, planes
+from . import bitstream, blockcoder, entropy, imageio, planes, postfilter
 from .errors import CodecError, CorruptStreamError, ModelMismatchError
 
 WEIGHTS, CONFIG = "weights.pt", "config.json"
@@ -43,6 +43,8 @@ class Codec:
         self.config.setdefault("format", "saepress-model")
         self.config["K"] = int(weights["bases"].shape[0])
         self.arrays = _arrays(weights)
+        t = self.arrays.tables
+        self.models = blockcoder.Models(t.ac, t.dc, t.esc, self.arrays.K)
 
     # ---- persistence ----
     @classmethod
@@ -114,8 +116,8 @@ class Codec:
     def _encode(self, prep: imageio.Prepared, quality: int, subsample: bool | None = None,
                 rounding: float = ROUNDING, lam: float = LAMBDA, members=None,
                 chroma_ratio64: int = CHROMA_RATIO64, dc_ratio64: int = DC_RATIO64,
-                bias256: int = BIAS256, rdoq: bool = True, coder_override=None) -> bytes | None:
-        """coder_override: an entropy.Counter that receives the symbols (table fitting)."""
+                bias256: int = BIAS256, rdoq: bool = True, counter=None) -> bytes | None:
+        """counter: a blockcoder.SymbolCounter that receives the symbols instead (table fitting)."""
         h, w, nc = prep.pixels.shape
         step16 = min(65535, max(1, quality_to_step16(quality)))
         sub = nc == 3 and (quality < SUBSAMPLE_BELOW if subsample is None else subsample)
@@ -124,15 +126,16 @@ class Codec:
         for y0 in range(0, h, TILE):
             for x0 in range(0, w, TILE):
                 px = prep.pixels[y0:y0 + TILE, x0:x0 + TILE]
-                enc = coder_override or entropy.Encoder(self.arrays.tables)
+                enc = counter or blockcoder.TileEncoder(self.models)
                 for pc, plane, s16 in self._planes(px, sub, step16, chroma_ratio64):
                     mem, Q, dcq = planes.analyse_plane(plane, self.arrays, pc, s16, dc_ratio64,
                                                        bias256, rounding, lam, members, rdoq)
                     hb, wb = plane.shape[0] // 8, plane.shape[1] // 8
-                    planes.code_plane(enc, self.arrays, pc, s16, dc_ratio64, hb, wb, mem, Q, dcq)
-                if coder_override is None:
+                    enc.add(pc, hb, wb, planes.prior_buckets(self.arrays.sigma16, s16), mem, Q, dcq,
+                            planes.dc_origin(s16, dc_ratio64))
+                if counter is None:
                     tiles.append(enc.finish())
-        if coder_override is not None:
+        if counter is not None:
             return None
         header = bitstream.Header(bitstream.FORMAT_VERSION, self.fingerprint, w, h, prep.mode,
                                   prep.source_mode, flags, quality, step16, chroma_ratio64,
@@ -174,7 +177,8 @@ class Codec:
         w, h, T = hd.width, hd.height, hd.tile
         nc = 1 if hd.mode in ("L", "LA") else 3
         ntiles = -(-w // T) * -(-h // T)
-        tiles = bitstream.unpack_tiles(st.payload, ntiles)
+        v1 = hd.format_version == 1
+        tiles = bitstream.unpack_tiles(st.payload, ntiles, word_aligned=v1)
         out = np.empty((h, w, nc), np.uint8)
         sub = hd.subsampled
         if sub and nc == 1:
@@ -186,18 +190,30 @@ class Codec:
             for x0 in range(0, w, T):
                 th, tw = min(T, h - y0), min(T, w - x0)
                 H, W = th + (-th % m), tw + (-tw % m)
-                dec = entropy.Decoder(self.arrays.tables, next(it))
+                data = next(it)
+                dec = entropy.Decoder(self.arrays.tables, data) if v1 else blockcoder.TileDecoder(self.models, data)
                 rec = []
                 for c in range(nc):
                     pc, s16, f = (0, hd.step16, 1) if c == 0 else (1, cstep, 2 if sub else 1)
                     hb, wb = H // f // 8, W // f // 8
-                    mem, Q, dcq = planes.code_plane(dec, self.arrays, pc, s16, hd.dc_ratio64, hb, wb)
-                    p = planes.reconstruct(self.arrays, s16, hd.dc_ratio64, hd.bias256, hb, wb, mem, Q, dcq)
-                    rec.append(imageio.upsample2(p) if f == 2 else p)
-                if nc == 1:
-                    out[y0:y0 + th, x0:x0 + tw, 0] = np.clip(np.floor(rec[0][:th, :tw] + 0.5), 0, 255)
+                    if v1:
+                        mem, Q, dcq = planes.decode_v1(dec, self.arrays, pc, s16, hd.dc_ratio64, hb, wb)
+                    else:
+                        mem, Q, dcq = dec.plane(pc, hb, wb, planes.prior_buckets(self.arrays.sigma16, s16),
+                                                planes.dc_origin(s16, hd.dc_ratio64))
+                    p = postfilter.inverse_transform(self.arrays.basis_t, s16, hd.dc_ratio64, hd.bias256,
+                                                     hb, wb, mem, Q, dcq)
+                    if p is None:
+                        raise CorruptStreamError("DC value out of range")
+                    postfilter.deblock(p, s16)
+                    rec.append(p)
+                view = out[y0:y0 + th, x0:x0 + tw]
+                if v1:
+                    view[...] = _v1_pixels(rec, sub, th, tw)
+                elif nc == 1:
+                    postfilter.to_grey(rec[0], view)
                 else:
-                    out[y0:y0 + th, x0:x0 + tw] = imageio.ycbcr_to_rgb(*(r[:th, :tw] for r in rec))
+                    postfilter.to_rgb(rec[0], rec[1], rec[2], sub, view)
         if st.alpha:
             if hd.mode not in ("LA", "RGBA"):
                 raise CorruptStreamError("alpha section on a mode without alpha")
@@ -220,12 +236,23 @@ class Codec:
         return img
 
 
+def _v1_pixels(rec: list, sub: bool, th: int, tw: int) -> np.ndarray:
+    """Format v1 colour: float planes, float32 YCbCr -> RGB (imageio)."""
+    rec = [r / 4096.0 for r in rec]
+    if len(rec) == 1:
+        return np.clip(np.floor(rec[0][:th, :tw] + 0.5), 0, 255)[:, :, None]
+    if sub:
+        rec[1:] = [imageio.upsample2(r) for r in rec[1:]]
+    return imageio.ycbcr_to_rgb(*(r[:th, :tw] for r in rec))
+
+
 def _arrays(w: dict) -> planes.ModelArrays:
     bases = w["bases"].double().numpy()
     tables = entropy.Tables(w["ac_table"].numpy().astype(np.int64), w["dc_table"].numpy().astype(np.int64),
                             w["esc_table"].numpy().astype(np.int64))
+    basis_t = np.rint(bases * planes.BASIS_SCALE).astype(np.int64).transpose(0, 2, 1)
     return planes.ModelArrays(bases=bases.astype(np.float32),
-                              basis_int=np.rint(bases * planes.BASIS_SCALE),
+                              basis_t=np.ascontiguousarray(basis_t),
                               sigma16=w["sigma16"].numpy().astype(np.int64), tables=tables,
                               bits=_rate_proxy(tables.ac))
 

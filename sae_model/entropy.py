@@ -1,6 +1,7 @@
-"""Entropy coding: static integer tables selected by contexts, symbols coded in batches.
+"""Format v1 entropy decoding (read only: v2 streams use rangecoder.py), and the model's tables.
 
-Every probability comes from integer counts (model tables, or per-tile histograms quantised
+v1 coded symbols with constriction's range coder under static integer tables selected by
+contexts, in batches. Every probability comes from integer counts (model tables, or per-tile histograms quantised
 to a fixed integer table), so encoder and decoder build bit-identical constriction models on
 any machine. A context only depends on data decoded earlier (earlier coefficient bands,
 earlier hierarchy levels), so a whole band or level is decoded with one call per context.
@@ -25,13 +26,6 @@ _m = constriction.stream.model
 # Per-tile histograms (members, end-of-block bands) are sent as 5-bit levels; level -> count.
 HIST_LEVELS = 32
 LEVEL_COUNT = np.array([0] + [int(round(2 ** (i / 2))) for i in range(HIST_LEVELS - 1)], np.int64)
-_LEVEL_EDGES = np.sqrt(LEVEL_COUNT[1:-1] * LEVEL_COUNT[2:])  # geometric midpoints
-
-
-def quantise_hist(counts: np.ndarray) -> np.ndarray:
-    """Counts -> levels (encoder only; any rounding is fine, the decoder only sees levels)."""
-    lv = np.searchsorted(_LEVEL_EDGES, counts.astype(np.float64), side="left") + 1
-    return np.where(counts > 0, np.minimum(lv, HIST_LEVELS - 1), 0)
 
 
 class Tables:
@@ -62,48 +56,12 @@ _UNIFORM = _m.Uniform()
 _HIST_UNIFORM = _m.Uniform(HIST_LEVELS)
 
 
-class Encoder:
-    def __init__(self, tables: Tables):
-        self.t = tables
-        self.rc = constriction.stream.queue.RangeEncoder()
-
-    def histogram(self, values: np.ndarray, count: int, size: int) -> np.ndarray:
-        if size == 1:
-            return values
-        levels = quantise_hist(np.bincount(values, minlength=size)).astype(np.int32)
-        self.rc.encode(levels, _HIST_UNIFORM)
-        if np.count_nonzero(levels) > 1:  # a single used symbol needs no further bits
-            self.rc.encode(values.astype(np.int32), hist_model(levels))
-        return values
-
-    def signed(self, kind: str, pc: int, ctx: np.ndarray, values: np.ndarray) -> np.ndarray:
-        if len(values) == 0:
-            return values
-        sym = (np.clip(values, -ESC, ESC) + ESC).astype(np.int32)
-        order = np.argsort(ctx, kind="stable")
-        sym_sorted, ctx_sorted = sym[order], ctx[order]
-        for c, lo, hi in _groups(ctx_sorted):
-            self.rc.encode(sym_sorted[lo:hi], self.t.model(kind, pc, c))
-        excess = np.abs(values[np.abs(values) >= ESC]) - ESC
-        if len(excess):
-            k = _bitlen(excess)
-            self.rc.encode(k.astype(np.int32), self.t.model("esc", pc, 0))
-            big = k >= 2
-            if big.any():
-                sizes = (1 << (k[big] - 1)).astype(np.int32)
-                self.rc.encode((excess[big] - sizes).astype(np.int32), _UNIFORM, sizes)
-        return values
-
-    def finish(self) -> bytes:
-        return self.rc.get_compressed().astype("<u4").tobytes()
-
-
 class Decoder:
     def __init__(self, tables: Tables, data: bytes):
         self.t = tables
         self.rc = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
 
-    def histogram(self, values, count: int, size: int) -> np.ndarray:
+    def histogram(self, count: int, size: int) -> np.ndarray:
         if size == 1:
             return np.zeros(count, np.int64)
         levels = self.rc.decode(_HIST_UNIFORM, size)
@@ -112,7 +70,7 @@ class Decoder:
             return np.full(count, used[0] if len(used) else 0, np.int64)
         return self.rc.decode(hist_model(levels), count).astype(np.int64)
 
-    def signed(self, kind: str, pc: int, ctx: np.ndarray, values=None) -> np.ndarray:
+    def signed(self, kind: str, pc: int, ctx: np.ndarray) -> np.ndarray:
         n = len(ctx)
         if n == 0:
             return np.zeros(0, np.int64)
@@ -138,40 +96,12 @@ class Decoder:
         return values
 
 
-class Counter:
-    """Collects (context, symbol) counts instead of coding: used to fit the tables."""
-
-    def __init__(self, n_ac_ctx: int, n_dc_ctx: int):
-        self.ac = np.zeros((2, n_ac_ctx, ALPHABET), np.int64)
-        self.dc = np.zeros((2, n_dc_ctx, ALPHABET), np.int64)
-        self.esc = np.zeros((2, ESC_BITS), np.int64)
-
-    def histogram(self, values, count, size):
-        return values
-
-    def signed(self, kind, pc, ctx, values):
-        sym = np.clip(values, -ESC, ESC) + ESC
-        table = getattr(self, kind)[pc]
-        table += np.bincount(ctx * ALPHABET + sym, minlength=table.size).reshape(table.shape)
-        excess = np.abs(values[np.abs(values) >= ESC]) - ESC
-        self.esc[pc] += np.bincount(_bitlen(excess), minlength=ESC_BITS)[:ESC_BITS]
-        return values
-
-
 def _groups(sorted_ctx: np.ndarray):
     bounds = np.flatnonzero(np.diff(sorted_ctx)) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(sorted_ctx)]])
     for lo, hi in zip(starts.tolist(), ends.tolist()):
         yield int(sorted_ctx[lo]), lo, hi
-
-
-def _bitlen(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.int64)
-    k = np.zeros(x.shape, np.int64)
-    for s in range(31):
-        k += (x >> s) > 0
-    return k
 
 
 def laplace_counts(scale: float, total: int = 1 << 16) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""Block coding of one plane: member choice, end-of-block band, AC bands, DC hierarchy.
+"""Block structure shared by both formats, the encoder's analysis and the v1 plane decoder.
 
-Symbol order inside a tile's range-coder stream, per plane (Y, then Cb, Cr):
+The encoder (analyse_plane) picks a member per block by rate-distortion cost and quantises;
+blockcoder.py codes the result (format v2). Format v1 streams (read only) hold, per plane of a
+tile's range-coder stream (constriction, static tables; see entropy.py), in this order:
   1. eob: 5-bit histogram levels (NBANDS+1), then per block 0 (no AC) or 1 + last band with a
      nonzero coefficient
   2. members: 5-bit histogram levels (K), then the member index of every block with eob > 0
@@ -11,9 +13,7 @@ Symbol order inside a tile's range-coder stream, per plane (Y, then Cb, Cr):
   4. DC (quantised block means): coarse grid at stride S (left/top DPCM), then for s = S/2..1
      the centres and edges of the stride-2s grid predicted by the rounded mean of their
      decoded neighbours (dc table; context = stage, neighbour spread, block eob).
-After the inverse transform, postfilter.deblock smooths block edges (normative: the decoded
-pixels include it). Reconstruction is integer-exact (coefficients and basis are integers held in float64, all
-partial sums < 2**53), so pixels do not depend on the BLAS or the thread count.
+Both formats then share postfilter.py's inverse transform and deblocking.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import entropy, postfilter
-from .errors import CorruptStreamError
+from . import entropy
 
 B = 8
 NPOS = B * B - 1
@@ -35,14 +34,13 @@ N_AC_CTX = NPRIOR * 45
 N_DC_CTX = 3 * 8 * 3
 BASIS_SCALE = 1 << 14
 SEARCH_ROUNDING = 0.45  # deadzone quantiser standing in for RDO levels while choosing the member
-MAX_DEQ = 1 << 31
 
 
 @dataclass
 class ModelArrays:
     """What the block coder needs from a model."""
     bases: np.ndarray       # (K, 64, 64) float32; column 0 is the constant atom, 1.. by variance
-    basis_int: np.ndarray   # (K, 64, 64) float64 holding integers: round(bases * 2**14)
+    basis_t: np.ndarray     # (K, 64, 64) int64: basis_t[k, j, p] = round(bases[k, p, j] * 2**14)
     sigma16: np.ndarray     # (K, 63) int64: coefficient RMS in 1/16 sample units
     tables: entropy.Tables
     bits: np.ndarray        # (2, NPRIOR, ESC+1) encoder-side rate proxy in bits per |q|
@@ -65,26 +63,15 @@ def _bucket(v: np.ndarray, edges) -> np.ndarray:
     return np.searchsorted(np.asarray(edges), v, side="right")
 
 
-def code_plane(coder, m: ModelArrays, pc: int, step16: int, dcr64: int, hb: int, wb: int,
-               members=None, Q=None, dcq=None):
-    """Encode (arrays given) or decode (arrays None) one plane; returns (members, Q, dcq).
-
-    Q is (nb, 2 + 63): two leading zero columns so "previous positions" need no special case.
-    """
+def decode_v1(dec, m: ModelArrays, pc: int, step16: int, dcr64: int, hb: int, wb: int):
+    """Decode one plane of a format-v1 tile; returns (members, Q (nb, 63), dcq)."""
     nb = hb * wb
-    if Q is None:
-        Q = np.zeros((nb, NPOS + 2), np.int64)
-        eob = None
-    else:
-        nz = Q[:, 2:] != 0
-        last = NPOS - 1 - np.argmax(nz[:, ::-1], axis=1)
-        eob = np.where(nz.any(1), BAND_OF[last] + 1, 0)
-    eob = coder.histogram(eob, nb, NBANDS + 1)
+    Q = np.zeros((nb, NPOS + 2), np.int64)  # two leading zero columns: "previous positions" need no special case
+    eob = dec.histogram(nb, NBANDS + 1)
     # the member only matters (and is only coded) for blocks with AC coefficients
     has_ac = eob > 0
-    full = np.zeros(nb, np.int64)
-    full[has_ac] = coder.histogram(None if members is None else members[has_ac], int(has_ac.sum()), m.K)
-    members = full
+    members = np.zeros(nb, np.int64)
+    members[has_ac] = dec.histogram(int(has_ac.sum()), m.K)
 
     pb = prior_buckets(m.sigma16, step16)[members]  # (nb, 63)
     idx = np.arange(nb)
@@ -102,42 +89,32 @@ def code_plane(coder, m: ModelArrays, pc: int, step16: int, dcr64: int, hb: int,
         base = (_bucket(recent, (0, 2, 5, 11)) * 3 + _bucket(nbr, (0, 4))) * 3 \
             + _bucket(eob[act] - 1 - t, (0, 2))
         ctx = (pb[act, s:e] * 45 + base[:, None]).ravel().astype(np.int16)  # int16: radix sort
-        vals = coder.signed("ac", pc, ctx, Q[act, s + 2:e + 2].ravel())
+        vals = dec.signed("ac", pc, ctx)
         Q[act, s + 2:e + 2] = vals.reshape(len(act), e - s)
         band = np.abs(Q[act, s + 2:e + 2])
         cumabs[act] += band.sum(1)
         nnz[act] += (band > 0).sum(1)
 
-    dcq = _code_dc(coder, pc, step16, dcr64, hb, wb, eob, dcq)
-    return members, Q, dcq
+    dcq = _decode_dc_v1(dec, pc, step16, dcr64, hb, wb, eob)
+    return members, np.ascontiguousarray(Q[:, 2:]), dcq
 
 
-def _dc_origin(step16: int, dcr64: int) -> int:
+def dc_origin(step16: int, dcr64: int) -> int:
     d = step16 * dcr64  # DC step = d / 1024 samples; predict mid-grey (128) first
     return (128 * 1024 * 2 + d) // (2 * d)
 
 
-def _code_dc(coder, pc, step16, dcr64, hb, wb, eob, dcq):
-    enc = dcq is not None
-    G = dcq.reshape(hb, wb).astype(np.int64) if enc else np.zeros((hb, wb), np.int64)
+def _decode_dc_v1(dec, pc, step16, dcr64, hb, wb, eob):
+    G = np.zeros((hb, wb), np.int64)
     eb = _bucket(eob.reshape(hb, wb), (0, 4))
     S = 1
     while S * 2 < max(hb, wb) and S < 8:
         S *= 2
-    # coarse grid: DPCM along the first column, then along each row (decoder: cumulative sums)
+    # coarse grid: DPCM along the first column, then along each row (cumulative sums)
     C = G[::S, ::S]
-    origin = _dc_origin(step16, dcr64)
-    r = None
-    if enc:
-        r = np.empty_like(C)
-        r[:, 1:] = C[:, 1:] - C[:, :-1]
-        r[:, 0] = np.diff(C[:, 0], prepend=origin)
-        r = r.ravel()
-    ctx = eb[::S, ::S].ravel()
-    r = coder.signed("dc", pc, ctx, r).reshape(C.shape)
-    if not enc:
-        first = origin + np.cumsum(r[:, 0])
-        G[::S, ::S] = np.cumsum(np.concatenate([first[:, None], r[:, 1:]], axis=1), axis=1)
+    r = dec.signed("dc", pc, eb[::S, ::S].ravel()).reshape(C.shape)
+    first = dc_origin(step16, dcr64) + np.cumsum(r[:, 0])
+    G[::S, ::S] = np.cumsum(np.concatenate([first[:, None], r[:, 1:]], axis=1), axis=1)
     s = S // 2
     while s >= 1:
         for stage, (i0, j0, offs) in enumerate(_stages(s)):
@@ -145,7 +122,7 @@ def _code_dc(coder, pc, step16, dcr64, hb, wb, eob, dcq):
             I, J = I.ravel(), J.ravel()
             if I.size == 0:
                 continue
-            _dc_stage(coder, pc, G, eb, I, J, offs, 1 + min(stage, 1), enc)
+            _dc_stage_v1(dec, pc, G, eb, I, J, offs, 1 + min(stage, 1))
         s //= 2
     return G.ravel()
 
@@ -156,7 +133,7 @@ def _stages(s):
     return ((s, s, diag), (0, s, cross), (s, 0, cross))
 
 
-def _dc_stage(coder, pc, G, eb, I, J, offs, stage, enc):
+def _dc_stage_v1(dec, pc, G, eb, I, J, offs, stage):
     hb, wb = G.shape
     total = np.zeros(I.size, np.int64)
     cnt = np.zeros(I.size, np.int64)
@@ -173,34 +150,14 @@ def _dc_stage(coder, pc, G, eb, I, J, offs, stage, enc):
     pred = (2 * total + cnt) // (2 * cnt)
     spread = _bucket(hi - lo, (0, 1, 2, 4, 8, 16, 32))
     ctx = (stage * 8 + spread) * 3 + eb[I, J]
-    r = coder.signed("dc", pc, ctx, (G[I, J] - pred) if enc else None)
-    if not enc:
-        G[I, J] = pred + r
-
-
-def reconstruct(m: ModelArrays, step16: int, dcr64: int, bias256: int, hb: int, wb: int,
-                members: np.ndarray, Q: np.ndarray, dcq: np.ndarray) -> np.ndarray:
-    """Integer-exact inverse transform and deblocking; returns the plane (hb*8, wb*8) in float64 samples."""
-    q = Q[:, 2:]
-    deq = np.clip((q * 256 - np.sign(q) * bias256) * step16, -MAX_DEQ, MAX_DEQ).astype(np.float64)
-    ac = np.zeros((hb * wb, B * B), np.int64)
-    has_ac = (q != 0).any(1)
-    for k in np.unique(members[has_ac]).tolist():
-        sel = np.flatnonzero(has_ac & (members == k))
-        s = deq[sel] @ m.basis_int[k, :, 1:].T     # exact: integers below 2**53
-        ac[sel] = np.floor((s + BASIS_SCALE / 2) / BASIS_SCALE).astype(np.int64)
-    if np.abs(dcq).max(initial=0) > (1 << 30) // max(1, step16 * dcr64):
-        raise CorruptStreamError("DC value out of range")
-    plane = ac + (dcq * (step16 * dcr64 * 4))[:, None]   # units of 1/4096 sample
-    plane = plane.reshape(hb, wb, B, B).transpose(0, 2, 1, 3).reshape(hb * B, wb * B)
-    return postfilter.deblock(plane, step16) / 4096.0
+    G[I, J] = pred + dec.signed("dc", pc, ctx)
 
 
 def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: int,
                   bias256: int, rounding: float, lam: float, allowed=None, rdoq: bool = True):
     """Encoder: choose a member per block by rate-distortion cost and quantise.
 
-    Returns members, Q (nb, 65) and the quantised block means.
+    Returns members, Q (nb, 63) and the quantised block means.
     """
     H, W = X.shape
     hb, wb = H // B, W // B
@@ -258,6 +215,4 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
         sel = np.flatnonzero(members == k)
         c, q, _, _ = quantise(k, sel, rdoq, rounding)
         Qbest[sel] = (np.sign(c) * q).astype(np.int64)
-    Q = np.zeros((len(xc), NPOS + 2), np.int64)
-    Q[:, 2:] = Qbest
-    return members, Q, dcq
+    return members, Qbest, dcq

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import entropy, planes
+from . import blockcoder
 from .codec import Codec, default_tables
 from .patches import sample_patches
 from .train import TrainConfig, train
@@ -29,12 +29,12 @@ def held_out(images_dir) -> list[Path]:
     return sorted(p for p in Path(images_dir).glob("*.png") if p.name not in TRAIN_FILES)
 
 
-def collect_counts(codec: Codec, images, qualities=FIT_QUALITIES) -> entropy.Counter:
+def collect_counts(codec: Codec, images, qualities=FIT_QUALITIES) -> blockcoder.SymbolCounter:
     """Run the encoder on `images` and count (context, symbol) pairs."""
-    counter = entropy.Counter(planes.N_AC_CTX, planes.N_DC_CTX)
+    counter = blockcoder.SymbolCounter(codec.arrays.K)
     for im in images:
         for q in qualities:
-            codec._encode(_prepared(im), q, coder_override=counter)
+            codec._encode(_prepared(im), q, counter=counter)
     return counter
 
 
@@ -45,9 +45,9 @@ def _prepared(im):
 
 def fit_tables(codec: Codec, images, qualities=FIT_QUALITIES, prior_weight: float = 8.0) -> dict:
     """Tables = counts + prior_weight * (current table's distribution), as integers."""
-    c = collect_counts(codec, images, qualities)
+    ac, dc, esc = collect_counts(codec, images, qualities).tables()
     out = {}
-    for name, counts in (("ac_table", c.ac), ("dc_table", c.dc), ("esc_table", c.esc)):
+    for name, counts in (("ac_table", ac), ("dc_table", dc), ("esc_table", esc)):
         prior = codec.weights[name].numpy().astype(np.float64)
         prior = prior / prior.sum(-1, keepdims=True)
         t = np.rint(4 * (counts + prior_weight * prior)).astype(np.int64)

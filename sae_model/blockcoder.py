@@ -1,0 +1,276 @@
+"""Format v2 symbol layer: one compiled pass codes (or decodes, or counts) a whole plane.
+
+Symbol order of a tile's range-coder stream, per plane (Y, then Cb, Cr), every symbol under
+an adaptive model (rangecoder.py) whose state carries over from plane to plane of the same
+class (luma; chroma) and starts afresh with each tile. Every context depends only on symbols
+of earlier batches, so each batch (a block row, a band, a DC stage) is one code_batch call:
+  1. per block row: the end-of-block band eob of each block (0: no AC, else 1 + the last band
+     holding a nonzero coefficient), context = the eob of the block above; then the member of
+     each block of the row with eob > 0, context = the member of the block above if it has
+     AC, else "none".
+  2. AC bands t = 0..NBANDS-1, in each band the blocks with eob > t in raster order, each
+     block's positions BANDS[t]..BANDS[t+1]-1 in order. Context = prior bucket of (member,
+     position, step) * 45 + activity, the activity from the block's own last two
+     coefficients and nonzero count, the left + top blocks' absolute sums over bands < t and
+     the distance to the block's eob (the v1 contexts, so one table set serves both).
+  3. DC (quantised block means): the coarse grid at stride S by DPCM (left, or top for the
+     first column, or mid-grey for the first), then for s = S/2..1 the centres, then the
+     row and column edges of the stride-2s grid, each predicted by the rounded mean of its
+     decoded neighbours; context = stage, neighbour spread, eob bucket.
+AC and DC values are signed (rangecoder.code_batch: ranks, escapes under one extra context
+per kind, ESC_ROW). AC and DC models start from the model file's tables; eob and member
+models from uniform counts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import rangecoder as rc
+from .entropy import ALPHABET, ESC, ESC_BITS
+from .errors import CorruptStreamError
+from .planes import BANDS, NBANDS, NPOS, N_AC_CTX, N_DC_CTX
+from .rangecoder import COUNT, DECODE, ENCODE
+
+N_EOB_CTX = NBANDS + 1
+AC_ESC_ROW, DC_ESC_ROW = N_AC_CTX, N_DC_CTX  # the escape model: one row past the contexts
+# rank r -> value: 0, 1, -1, 2, -2, ...; RANK_ORDER[r] is the v1 table column (value + ESC)
+RANK_VALUE = np.array([0] + [(r + 1) // 2 * (1 if r % 2 else -1) for r in range(1, ALPHABET)])
+RANK_ORDER = RANK_VALUE + ESC
+_BANDS = np.array(BANDS, np.int64)
+MAX_BAND = int(np.diff(_BANDS).max())
+_DIAG = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.int64)
+_CROSS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], np.int64)
+
+
+@njit(cache=True)
+def _edges4(v):  # v1 buckets: edges (0, 2, 5, 11), side="right"
+    return 1 + (v >= 2) + (v >= 5) + (v >= 11)
+
+
+@njit(cache=True)
+def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq, origin):
+    """ac, dc, eobm, memm: models (counts, cum, meta) of this plane's class.
+    members (nb,), Q (nb, 63), dcq (nb,): read when encoding/counting, written when decoding.
+    pb: (K, 63) prior buckets of this plane's step; origin: the DC prediction of the first block."""
+    ac_c, ac_cum, ac_m = ac
+    eob_c, eob_cum, eob_m = eobm
+    mem_c, mem_cum, mem_m = memm
+    nb = hb * wb
+    ctxs = np.empty(MAX_BAND * nb + 1, np.int64)  # a batch is at most one band of every block
+    vals = np.empty(MAX_BAND * nb + 1, np.int64)
+    eob = np.zeros(nb, np.int64)
+    if mode != DECODE:
+        for b in range(nb):
+            for p in range(NPOS - 1, -1, -1):
+                if Q[b, p] != 0:
+                    t = 0
+                    while _BANDS[t + 1] <= p:
+                        t += 1
+                    eob[b] = t + 1
+                    break
+    for i in range(hb):
+        row = i * wb
+        for j in range(wb):
+            ctxs[j] = eob[row - wb + j] if i > 0 else 0
+            vals[j] = eob[row + j]
+        rc.code_batch(mode, st, buf, eob_c, eob_cum, eob_m, ctxs[:wb], vals[:wb], False, 0)
+        n = 0
+        for j in range(wb):
+            eob[row + j] = vals[j]
+        for j in range(wb):
+            if eob[row + j] > 0:
+                up = row - wb + j
+                ctxs[n] = members[up] if i > 0 and eob[up] > 0 else K
+                vals[n] = members[row + j]
+                n += 1
+        rc.code_batch(mode, st, buf, mem_c, mem_cum, mem_m, ctxs[:n], vals[:n], False, 0)
+        n = 0
+        for j in range(wb):
+            if eob[row + j] > 0:
+                members[row + j] = vals[n]
+                n += 1
+            else:
+                members[row + j] = 0
+        if st[rc.S_ERROR]:
+            return
+
+    cumabs = np.zeros(nb, np.int64)
+    nnz = np.zeros(nb, np.int64)
+    for t in range(NBANDS):
+        s, e = _BANDS[t], _BANDS[t + 1]
+        n = 0
+        for b in range(nb):
+            if eob[b] <= t:
+                continue
+            recent = nnz[b]
+            if s >= 1:
+                recent += 2 * abs(Q[b, s - 1])
+            if s >= 2:
+                recent += 2 * abs(Q[b, s - 2])
+            nbr = (cumabs[b - 1] if b % wb > 0 else 0) + (cumabs[b - wb] if b >= wb else 0)
+            base = (_edges4(recent) * 3 + 1 + (nbr >= 4)) * 3 + 1 + (eob[b] - 1 - t >= 2)
+            k = members[b]
+            for p in range(s, e):
+                ctxs[n] = pb[k, p] * 45 + base
+                vals[n] = Q[b, p]
+                n += 1
+        if n == 0:
+            break
+        rc.code_batch(mode, st, buf, ac_c, ac_cum, ac_m, ctxs[:n], vals[:n], True, AC_ESC_ROW)
+        if st[rc.S_ERROR]:
+            return
+        n = 0
+        for b in range(nb):
+            if eob[b] <= t:
+                continue
+            for p in range(s, e):
+                v = vals[n]
+                n += 1
+                Q[b, p] = v
+                cumabs[b] += abs(v)
+                nnz[b] += v != 0
+    _code_dc(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals)
+
+
+@njit(cache=True)
+def _code_dc(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals):
+    dc_c, dc_cum, dc_m = dc
+    S = 1
+    while S * 2 < max(hb, wb) and S < 8:
+        S *= 2
+    G = dcq.reshape(hb, wb)
+    n = 0
+    for i in range(0, hb, S):
+        for j in range(0, wb, S):
+            pred = G[i, j - S] if j > 0 else (G[i - S, 0] if i > 0 else origin)
+            ctxs[n] = 1 + (eob[i * wb + j] >= 4)
+            vals[n] = G[i, j] - pred
+            n += 1
+    rc.code_batch(mode, st, buf, dc_c, dc_cum, dc_m, ctxs[:n], vals[:n], True, DC_ESC_ROW)
+    n = 0
+    for i in range(0, hb, S):  # raster order: every prediction is already reconstructed
+        for j in range(0, wb, S):
+            pred = G[i, j - S] if j > 0 else (G[i - S, 0] if i > 0 else origin)
+            G[i, j] = pred + vals[n]
+            n += 1
+    preds = np.empty(ctxs.size, np.int64)
+    s = S // 2
+    while s >= 1:
+        for stage in range(3):
+            offs = _DIAG if stage == 0 else _CROSS
+            i0 = s if stage != 1 else 0
+            j0 = s if stage != 2 else 0
+            n = 0
+            for i in range(i0, hb, 2 * s):
+                for j in range(j0, wb, 2 * s):
+                    total = 0
+                    cnt = 0
+                    hi = -(1 << 40)
+                    lo = 1 << 40
+                    for o in range(4):
+                        ii, jj = i + s * offs[o, 0], j + s * offs[o, 1]
+                        if 0 <= ii < hb and 0 <= jj < wb:
+                            v = G[ii, jj]
+                            total += v
+                            cnt += 1
+                            hi = max(hi, v)
+                            lo = min(lo, v)
+                    pred = (2 * total + cnt) // (2 * cnt) if cnt else 0
+                    d = hi - lo
+                    spread = 1 + (d >= 1) + (d >= 2) + (d >= 4) + (d >= 8) + (d >= 16) + (d >= 32)
+                    ctxs[n] = ((1 + min(stage, 1)) * 8 + spread) * 3 + 1 + (eob[i * wb + j] >= 4)
+                    preds[n] = pred
+                    vals[n] = G[i, j] - pred
+                    n += 1
+            rc.code_batch(mode, st, buf, dc_c, dc_cum, dc_m, ctxs[:n], vals[:n], True, DC_ESC_ROW)
+            if st[rc.S_ERROR]:
+                return
+            n = 0
+            for i in range(i0, hb, 2 * s):
+                for j in range(j0, wb, 2 * s):
+                    G[i, j] = preds[n] + vals[n]
+                    n += 1
+        s //= 2
+
+
+class Models:
+    """A codec's start-of-tile model state (built once per codec from its count tables)."""
+
+    def __init__(self, ac: np.ndarray, dc: np.ndarray, esc: np.ndarray, K: int):
+        self.K = K
+        esc_rows = np.zeros((2, 1, ALPHABET), np.int64)
+        esc_rows[:, 0, :ESC_BITS] = esc
+        esc_start = rc.Model.start_counts(esc_rows, np.arange(ALPHABET))
+        self.kinds = tuple(rc.Model(np.concatenate([rc.Model.start_counts(t, RANK_ORDER), esc_start], axis=1))
+                           for t in (ac, dc))
+        self.kinds += (rc.Model.uniform((2, N_EOB_CTX), NBANDS + 1), rc.Model.uniform((2, K + 1), K))
+
+    def fresh(self) -> list:
+        """Per plane class: the 4 models code_plane takes, as private copies."""
+        state = [m.fresh() for m in self.kinds]
+        return [tuple(tuple(a[pc] for a in m) for m in state) for pc in (0, 1)]
+
+
+class TileEncoder:
+    def __init__(self, models: Models):
+        self.models, self.planes = models, []
+
+    def add(self, pc, hb, wb, pb, members, Q, dcq, origin):
+        self.planes.append((pc, hb, wb, pb, members.copy(), Q, dcq.copy(), origin))
+
+    def finish(self) -> bytes:
+        symbols = sum(hb * wb for _, hb, wb, *_ in self.planes)
+        capacity = 64 + 32 * symbols
+        while True:
+            st, buf = rc.new_encoder(), np.empty(capacity, np.uint8)
+            models = self.models.fresh()
+            for pc, hb, wb, pb, members, Q, dcq, origin in self.planes:
+                code_plane(ENCODE, st, buf, *models[pc], hb, wb, self.models.K, pb, members, Q, dcq, origin)
+            rc.finish(st, buf)
+            if not st[rc.S_ERROR] & rc.ERR_FULL:
+                return buf[:st[rc.S_POS]].tobytes()
+            capacity *= 4
+
+
+class TileDecoder:
+    def __init__(self, models: Models, data: bytes):
+        self.models = models
+        self.buf = np.frombuffer(data, np.uint8).copy()  # writable: one compiled kernel codes both ways
+        self.st = rc.new_decoder(self.buf)
+        self.state = models.fresh()
+
+    def plane(self, pc, hb, wb, pb, origin):
+        nb = hb * wb
+        members, Q, dcq = np.zeros(nb, np.int64), np.zeros((nb, NPOS), np.int64), np.zeros(nb, np.int64)
+        code_plane(DECODE, self.st, self.buf, *self.state[pc], hb, wb, self.models.K, pb, members, Q,
+                   dcq, origin)
+        if self.st[rc.S_ERROR]:
+            raise CorruptStreamError(f"payload does not decode (range coder error {int(self.st[rc.S_ERROR])})")
+        return members, Q, dcq
+
+
+class SymbolCounter:
+    """Counts (context, symbol) pairs in the v1 table layout: fits a model's tables."""
+
+    def __init__(self, K: int):
+        self.K = K
+        self.counts = [np.zeros((2, n + 1, ALPHABET), np.int32) for n in (N_AC_CTX, N_DC_CTX)]
+
+    def add(self, pc, hb, wb, pb, members, Q, dcq, origin):
+        def tally(counts):  # COUNT mode touches only the counts
+            return counts, np.zeros((1, 1), np.int32), np.zeros((1, 2), np.int32)
+        scratch = (tally(np.zeros((N_EOB_CTX, NBANDS + 1), np.int32)),
+                   tally(np.zeros((self.K + 1, self.K), np.int32)))
+        code_plane(COUNT, rc.new_encoder(), np.zeros(0, np.uint8), tally(self.counts[0][pc]),
+                   tally(self.counts[1][pc]), *scratch, hb, wb, self.K, pb, members.copy(), Q,
+                   dcq.copy(), origin)
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ac, dc, esc) counts with columns in v1 order (value + ESC; bit length)."""
+        ac, dc = (np.zeros(c[:, :-1].shape, np.int64) for c in self.counts)
+        ac[..., RANK_ORDER] = self.counts[0][:, :-1]
+        dc[..., RANK_ORDER] = self.counts[1][:, :-1]
+        esc = (self.counts[0][:, -1, :ESC_BITS] + self.counts[1][:, -1, :ESC_BITS]).astype(np.int64)
+        return ac, dc, esc
