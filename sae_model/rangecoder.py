@@ -9,7 +9,7 @@ Encoder state: low (33 bits), range (32 bits), a pending byte `cache` and a run 
 `pending` that a later carry may still turn into 0x00. A symbol with cumulative frequency
 [c0, c1) of PROB_TOTAL narrows the range to r * (c1 - c0) at low + r * c0, r = range >> PROB_BITS;
 the range is renormalised to >= 2**24 a byte at a time. The decoder finds the symbol by
-comparing its code with r * c1 (no division anywhere). The first byte written is always 0
+comparing its code with r * c1 (no division on the symbol path). The first byte written is always 0
 (LZMA's convention); finish() flushes 5 bytes.
 
 An adaptive model (one context) holds integer counts, their sum, and the cumulative table in
@@ -43,7 +43,7 @@ PROB_BITS = 15
 PROB_TOTAL = 1 << PROB_BITS
 PRIOR_TOTAL = 1 << 12
 MAX_COUNT = 1 << 16
-INC = 24
+INC = 48
 PERIOD = 16
 M_SUM, M_SINCE = 0, 1  # columns of a model's `meta`
 RAW_CHUNK = 15

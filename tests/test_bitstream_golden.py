@@ -1,10 +1,12 @@
-"""Committed v1 streams must keep decoding to the same pixels (tests/golden/make_golden.py)."""
+"""Committed streams of every format version must keep decoding to the same pixels
+(tests/golden/make_golden.py)."""
 
 import json
 from pathlib import Path
 
 import pytest
 
+import sae_model
 from sae_model import Codec, ModelMismatchError
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -24,14 +26,23 @@ def test_golden_stream_decodes_identically(codec, name):
 
     import numpy as np
     want = MANIFEST["streams"][name]
-    img = codec.decode((GOLDEN / f"{name}.sae").read_bytes())
+    data = (GOLDEN / f"{name}.sae").read_bytes()
+    assert sae_model.read_header(data).format_version == want["format_version"]
+    img = codec.decode(data)
     assert img.mode == want["mode"] and list(img.size) == want["size"]
     got = hashlib.sha256(img.mode.encode() + np.asarray(img).tobytes()).hexdigest()
     assert got == want["pixels_sha256"]
     assert bool(img.info.get("exif")) == want["exif"] and bool(img.info.get("icc_profile")) == want["icc"]
 
 
-def test_golden_streams_need_their_model():
-    data = (GOLDEN / "rgb_24x20_q50.sae").read_bytes()
+def test_every_readable_version_has_golden_streams():
+    versions = {s["format_version"] for s in MANIFEST["streams"].values()}
+    assert versions == set(sae_model.bitstream.READABLE_VERSIONS)
+    assert sae_model.FORMAT_VERSION == max(versions)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_golden_streams_need_their_model(version):
+    data = (GOLDEN / f"v{version}_rgb_24x20_q50.sae").read_bytes()
     with pytest.raises(ModelMismatchError):
         Codec.pretrained().decode(data)

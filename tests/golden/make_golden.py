@@ -1,9 +1,12 @@
-"""Regenerate the golden v1 streams (only when a format break is intended!).
+"""Write the golden streams of the current format version (only when that version is new!).
 
     python tests/golden/make_golden.py
 
-The golden model lives here (not the shipped one) so retraining the default model does not
-touch these streams; test_bitstream_golden.py decodes them and checks the pixel hashes.
+Streams of older versions (v1_*) stay as they were committed: they prove that old archives
+still decode. The golden model lives here (not the shipped one) so retraining the default model
+does not touch these streams; test_bitstream_golden.py decodes them and checks the pixel hashes.
+The model is loaded when present (training it again would give other weights on another
+machine); it is only trained when the folder is empty.
 """
 
 import hashlib
@@ -18,7 +21,7 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from sae_model import Codec, TrainConfig, Trainer, sample_patches  # noqa: E402
+from sae_model import FORMAT_VERSION, Codec, TrainConfig, Trainer, sample_patches  # noqa: E402
 from sae_model.codec import default_tables  # noqa: E402
 
 
@@ -50,6 +53,7 @@ def cases():
         "l_7x13_q30": (synthetic(7, 13, 3)[:, :, 0], 30),
         "rgba_9x9_q60_meta": (Image.open(io.BytesIO(buf.getvalue())), 60),
         "rgb_1x1_q10": (synthetic(1, 1, 5), 10),
+        "rgb_48x40_q98_escapes": (synthetic(40, 48, 6), 98),
     }
 
 
@@ -58,17 +62,24 @@ def pixel_hash(img: Image.Image) -> str:
 
 
 def main():
-    codec = golden_model()
-    codec.save(HERE / "model")
-    manifest = {"fingerprint": codec.fingerprint, "streams": {}}
-    for name, (img, q) in cases().items():
+    if (HERE / "model" / "weights.pt").exists():
+        codec = Codec.load(HERE / "model")
+    else:
+        codec = golden_model()
+        codec.save(HERE / "model")
+    path = HERE / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {"fingerprint": codec.fingerprint, "streams": {}}
+    assert manifest["fingerprint"] == codec.fingerprint, "older streams need the committed golden model"
+    for case, (img, q) in cases().items():
+        name = f"v{FORMAT_VERSION}_{case}"
         data = codec.encode(img, quality=q)
         (HERE / f"{name}.sae").write_bytes(data)
         dec = codec.decode(data)
         manifest["streams"][name] = {"quality": q, "mode": dec.mode, "size": list(dec.size),
                                      "pixels_sha256": pixel_hash(dec),
-                                     "exif": bool(dec.info.get("exif")), "icc": bool(dec.info.get("icc_profile"))}
-    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+                                     "exif": bool(dec.info.get("exif")), "icc": bool(dec.info.get("icc_profile")),
+                                     "format_version": FORMAT_VERSION}
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
     print(json.dumps(manifest, indent=1))
 
 
