@@ -98,12 +98,22 @@ def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq
 
     cumabs = np.zeros(nb, np.int64)
     nnz = np.zeros(nb, np.int64)
+    active = np.arange(nb)  # blocks with eob > t, raster order, shrinking band by band
+    n_active = nb
     for t in range(NBANDS):
         s, e = _BANDS[t], _BANDS[t + 1]
+        kept = 0
+        for a in range(n_active):
+            b = active[a]
+            if eob[b] > t:
+                active[kept] = b
+                kept += 1
+        n_active = kept
+        if n_active == 0:
+            break
         n = 0
-        for b in range(nb):
-            if eob[b] <= t:
-                continue
+        for a in range(n_active):
+            b = active[a]
             recent = nnz[b]
             if s >= 1:
                 recent += 2 * abs(Q[b, s - 1])
@@ -116,15 +126,12 @@ def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq
                 ctxs[n] = pb[k, p] * 45 + base
                 vals[n] = Q[b, p]
                 n += 1
-        if n == 0:
-            break
         rc.code_batch(mode, st, buf, ac_c, ac_cum, ac_m, ctxs[:n], vals[:n], True, AC_ESC_ROW)
         if st[rc.S_ERROR]:
             return
         n = 0
-        for b in range(nb):
-            if eob[b] <= t:
-                continue
+        for a in range(n_active):
+            b = active[a]
             for p in range(s, e):
                 v = vals[n]
                 n += 1

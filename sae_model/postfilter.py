@@ -39,7 +39,6 @@ MAX_DEQ = 1 << 31
 BASIS_SHIFT = 14
 # YCbCr -> RGB in 1/65536: 1.402, 0.344136286, 0.714136286, 1.772
 CR_R, CB_G, CR_G, CB_B = 91881, 22554, 46802, 116130
-LIMIT = 1 << 24  # |sample| in 1/4096 units that colour conversion clamps to (garbage never overflows)
 
 
 @njit(cache=True)
@@ -113,47 +112,42 @@ def _edge(p0, p1, p2, p3, q0, q1, q2, q3, A, Bt, tc):
 
 
 @njit(cache=True)
-def _clamp(v):
-    return min(max(v, -LIMIT), LIMIT)
-
-
-@njit(cache=True)
 def _pixel(v):
     return min(max((v + 2048) >> 12, 0), 255)
 
 
 @njit(cache=True)
-def _upsample_row(c, y, out):
-    """Row y (luma coordinates) of a half-size chroma plane upsampled by (9, 3, 3, 1)/16,
-    centred on 0, into out[:2 * w]."""
+def _chroma_row(c, y, sub, out):
+    """Row y (luma coordinates) of a chroma plane, centred on 0, into out: full size, or half size
+    upsampled by (9, 3, 3, 1)/16."""
     h, w = c.shape
+    if not sub:
+        for x in range(w):
+            out[x] = c[y, x] - 128 * 4096
+        return
     i = y >> 1
     i2 = min(max(i + (1 if y & 1 else -1), 0), h - 1)
+    prev = 3 * c[i, 0] + c[i2, 0]  # vertical 3/4-1/4, in 1/4
+    cur = prev
     for j in range(w):
-        v = 3 * _clamp(c[i, j]) + _clamp(c[i2, j])  # vertical 3/4-1/4, in 1/4
-        left = 3 * _clamp(c[i, max(j - 1, 0)]) + _clamp(c[i2, max(j - 1, 0)])
-        right = 3 * _clamp(c[i, min(j + 1, w - 1)]) + _clamp(c[i2, min(j + 1, w - 1)])
-        out[2 * j] = ((3 * v + left + 8) >> 4) - 128 * 4096
-        out[2 * j + 1] = ((3 * v + right + 8) >> 4) - 128 * 4096
+        nxt = 3 * c[i, j + 1] + c[i2, j + 1] if j + 1 < w else cur
+        out[2 * j] = ((3 * cur + prev + 8) >> 4) - 128 * 4096
+        out[2 * j + 1] = ((3 * cur + nxt + 8) >> 4) - 128 * 4096
+        prev, cur = cur, nxt
 
 
 @njit(cache=True)
 def to_rgb(Y, Cb, Cr, sub, out):
-    """out: (th, tw, 3) uint8 view; Y (>= th, >= tw), chroma full or half size (sub)."""
+    """out: (th, tw, 3) uint8 view; Y (>= th, >= tw), chroma full or half size (sub).
+    int64 arithmetic: a garbage plane only wraps around, deterministically."""
     th, tw = out.shape[0], out.shape[1]
-    cb_row = np.empty(Y.shape[1] + 2, np.int64)
-    cr_row = np.empty(Y.shape[1] + 2, np.int64)
+    cb_row = np.empty(Y.shape[1], np.int64)
+    cr_row = np.empty(Y.shape[1], np.int64)
     for y in range(th):
-        if sub:
-            _upsample_row(Cb, y, cb_row)
-            _upsample_row(Cr, y, cr_row)
-        else:
-            for x in range(tw):
-                cb_row[x] = _clamp(Cb[y, x]) - 128 * 4096
-                cr_row[x] = _clamp(Cr[y, x]) - 128 * 4096
+        _chroma_row(Cb, y, sub, cb_row)
+        _chroma_row(Cr, y, sub, cr_row)
         for x in range(tw):
-            v = _clamp(Y[y, x])
-            cb, cr = cb_row[x], cr_row[x]
+            v, cb, cr = Y[y, x], cb_row[x], cr_row[x]
             out[y, x, 0] = _pixel(v + ((CR_R * cr + 32768) >> 16))
             out[y, x, 1] = _pixel(v - ((CB_G * cb + CR_G * cr + 32768) >> 16))
             out[y, x, 2] = _pixel(v + ((CB_B * cb + 32768) >> 16))
@@ -163,4 +157,4 @@ def to_rgb(Y, Cb, Cr, sub, out):
 def to_grey(Y, out):
     for y in range(out.shape[0]):
         for x in range(out.shape[1]):
-            out[y, x, 0] = _pixel(_clamp(Y[y, x]))
+            out[y, x, 0] = _pixel(Y[y, x])
