@@ -211,8 +211,26 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
         mbits = (-np.log2(freq / freq.sum())).astype(np.float32)
     members = np.asarray(ks)[choice]
     Qbest = np.zeros((n, NPOS), np.int64)
-    for k in np.unique(members).tolist():
-        sel = np.flatnonzero(members == k)
-        c, q, _, _ = quantise(k, sel, rdoq, rounding)
+    for i in np.unique(choice).tolist():
+        sel = np.flatnonzero(choice == i)
+        c, q, r, e = quantise(ks[i], sel, rdoq, rounding)
+        if rdoq:
+            q = _truncate(q, r, e, np.abs(c) * inv_step, lam, mbits[i])
         Qbest[sel] = (np.sign(c) * q).astype(np.int64)
     return members, Qbest, dcq
+
+
+_BAND_ENDS = np.array(BANDS)
+
+
+def _truncate(q, r, e, a, lam, member_bits):
+    """Rate-distortion choice of each block's end of block among the band boundaries: keeping
+    positions < E costs their error and bits, dropping the rest costs their energy (units of
+    step**2; E = 0 also saves the member index). Only ever zeroes coefficients."""
+    keep = np.cumsum(e * e + lam * r, axis=1)
+    drop = np.cumsum((a * a)[:, ::-1], axis=1)[:, ::-1]
+    J = np.empty((len(q), len(_BAND_ENDS)), np.float32)
+    for i, E in enumerate(_BAND_ENDS.tolist()):
+        J[:, i] = (keep[:, E - 1] + lam * member_bits if E else 0) + (drop[:, E] if E < NPOS else 0)
+    end = _BAND_ENDS[J.argmin(1)]
+    return np.where(np.arange(NPOS)[None, :] < end[:, None], q, 0)
