@@ -1,5 +1,9 @@
 """saepress codec library: a mixture-of-orthonormal-bases sparse autoencoder image codec."""
 
+from . import kernel_cache
+
+kernel_cache.configure()  # before any compiled kernel runs
+
 from . import evaluate
 from .bitstream import FORMAT_VERSION, Header
 from .bitstream import read_header as _read_header

@@ -5,9 +5,9 @@ an adaptive model (rangecoder.py) whose state carries over from plane to plane o
 class (luma; chroma) and starts afresh with each tile. Every context depends only on symbols
 of earlier batches, so each batch (a block row, a band, a DC stage) is one code_batch call:
   1. per block row: the end-of-block band eob of each block (0: no AC, else 1 + the last band
-     holding a nonzero coefficient), context = the eob of the block above; then the member of
-     each block of the row with eob > 0, context = the member of the block above if it has
-     AC, else "none".
+     holding a nonzero coefficient), context = the eob of the block above bucketed to 0, 1-2,
+     3-5, >= 6; then the member of each block of the row with eob > 0 (no context: richer
+     contexts measured worse, their models learn too slowly within a tile).
   2. AC bands t = 0..NBANDS-1, in each band the blocks with eob > t in raster order, each
      block's positions BANDS[t]..BANDS[t+1]-1 in order. Context = prior bucket of (member,
      position, step) * 45 + activity, the activity from the block's own last two
@@ -19,7 +19,7 @@ of earlier batches, so each batch (a block row, a band, a DC stage) is one code_
      decoded neighbours; context = stage, neighbour spread, eob bucket.
 AC and DC values are signed (rangecoder.code_batch: ranks, escapes under one extra context
 per kind, ESC_ROW). AC and DC models start from the model file's tables; eob and member
-models from uniform counts.
+models from small uniform counts (UNIFORM_COUNT), so they adapt fast.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from .errors import CorruptStreamError
 from .planes import BANDS, NBANDS, NPOS, N_AC_CTX, N_DC_CTX
 from .rangecoder import COUNT, DECODE, ENCODE
 
-N_EOB_CTX = NBANDS + 1
+N_EOB_CTX = 4
+UNIFORM_COUNT = 16
 AC_ESC_ROW, DC_ESC_ROW = N_AC_CTX, N_DC_CTX  # the escape model: one row past the contexts
 # rank r -> value: 0, 1, -1, 2, -2, ...; RANK_ORDER[r] is the v1 table column (value + ESC)
 RANK_VALUE = np.array([0] + [(r + 1) // 2 * (1 if r % 2 else -1) for r in range(1, ALPHABET)])
@@ -73,7 +74,8 @@ def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq
     for i in range(hb):
         row = i * wb
         for j in range(wb):
-            ctxs[j] = eob[row - wb + j] if i > 0 else 0
+            above = eob[row - wb + j] if i > 0 else 0
+            ctxs[j] = 0 if above == 0 else (1 if above <= 2 else (2 if above <= 5 else 3))
             vals[j] = eob[row + j]
         rc.code_batch(mode, st, buf, eob_c, eob_cum, eob_m, ctxs[:wb], vals[:wb], False, 0)
         n = 0
@@ -81,8 +83,7 @@ def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq
             eob[row + j] = vals[j]
         for j in range(wb):
             if eob[row + j] > 0:
-                up = row - wb + j
-                ctxs[n] = members[up] if i > 0 and eob[up] > 0 else K
+                ctxs[n] = 0
                 vals[n] = members[row + j]
                 n += 1
         rc.code_batch(mode, st, buf, mem_c, mem_cum, mem_m, ctxs[:n], vals[:n], False, 0)
@@ -212,7 +213,8 @@ class Models:
         esc_start = rc.Model.start_counts(esc_rows, np.arange(ALPHABET))
         self.kinds = tuple(rc.Model(np.concatenate([rc.Model.start_counts(t, RANK_ORDER), esc_start], axis=1))
                            for t in (ac, dc))
-        self.kinds += (rc.Model.uniform((2, N_EOB_CTX), NBANDS + 1), rc.Model.uniform((2, K + 1), K))
+        self.kinds += (rc.Model.uniform((2, N_EOB_CTX), NBANDS + 1, UNIFORM_COUNT),
+                       rc.Model.uniform((2, 1), K, UNIFORM_COUNT))
 
     def fresh(self) -> list:
         """Per plane class: the 4 models code_plane takes, as private copies."""
@@ -268,8 +270,7 @@ class SymbolCounter:
     def add(self, pc, hb, wb, pb, members, Q, dcq, origin):
         def tally(counts):  # COUNT mode touches only the counts
             return counts, np.zeros((1, 1), np.int32), np.zeros((1, 2), np.int32)
-        scratch = (tally(np.zeros((N_EOB_CTX, NBANDS + 1), np.int32)),
-                   tally(np.zeros((self.K + 1, self.K), np.int32)))
+        scratch = (tally(np.zeros((N_EOB_CTX, NBANDS + 1), np.int32)), tally(np.zeros((1, self.K), np.int32)))
         code_plane(COUNT, rc.new_encoder(), np.zeros(0, np.uint8), tally(self.counts[0][pc]),
                    tally(self.counts[1][pc]), *scratch, hb, wb, self.K, pb, members.copy(), Q,
                    dcq.copy(), origin)

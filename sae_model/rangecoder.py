@@ -278,5 +278,5 @@ class Model:
         return rows
 
     @classmethod
-    def uniform(cls, shape: tuple, alphabet: int, count: int = 2 * INC) -> "Model":
+    def uniform(cls, shape: tuple, alphabet: int, count: int) -> "Model":
         return cls(np.full(shape + (alphabet,), count, np.int64))

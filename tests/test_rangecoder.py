@@ -56,7 +56,7 @@ def test_signed_round_trip_with_escapes(seed, scale):
 def test_unsigned_symbols_and_adaptation():
     """A skewed source costs far less than its uniform start once the model has adapted."""
     rng = np.random.default_rng(3)
-    model = rc.Model.uniform((1,), 18)
+    model = rc.Model.uniform((1,), 18, blockcoder.UNIFORM_COUNT)
     vals = np.where(rng.random(20_000) < 0.9, 3, rng.integers(0, 18, 20_000))
     ctxs = np.zeros(len(vals), np.int64)
     data = encode(model, [(ctxs, vals)], False)
@@ -69,7 +69,7 @@ def test_unsigned_symbols_and_adaptation():
 
 def test_truncated_payload_is_an_error_not_garbage():
     rng = np.random.default_rng(4)
-    model = rc.Model.uniform((1,), 18)
+    model = rc.Model.uniform((1,), 18, blockcoder.UNIFORM_COUNT)
     vals = rng.integers(0, 18, 5000)
     ctxs = np.zeros(len(vals), np.int64)
     data = encode(model, [(ctxs, vals)], False)
