@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
-KERNEL_SOURCES = ("rangecoder.py", "blockcoder.py", "postfilter.py")
+KERNEL_SOURCES = ("rangecoder.py", "blockcoder.py", "postfilter.py", "planes.py")
 
 
 def kernels_digest() -> str:

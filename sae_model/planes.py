@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from . import entropy
 
@@ -195,12 +196,10 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
     D = np.empty((n, len(ks)), np.float32)
     R = np.empty((n, len(ks)), np.float32)
     NZ = np.empty((n, len(ks)), bool)
-    rows = slice(None)
+    search_rounding = np.float32(SEARCH_ROUNDING if rdoq else rounding)
     for i, k in enumerate(ks):
-        _, q, r, e = quantise(k, rows, False, SEARCH_ROUNDING if rdoq else rounding)
-        D[:, i] = (e * e).sum(1)
-        R[:, i] = r.sum(1)
-        NZ[:, i] = q.any(1)
+        _search_costs(xc @ m.bases[k, :, 1:], inv_step, search_rounding, bias, flat, offset[k], esc,
+                      D[:, i], R[:, i], NZ[:, i])
     # member index cost: uniform first, then the frequencies this plane actually uses
     mbits = np.full(len(ks), np.log2(len(ks)), np.float32)
     for _ in range(2):
@@ -218,6 +217,24 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
             q = _truncate(q, r, e, np.abs(c) * inv_step, lam, mbits[i])
         Qbest[sel] = (np.sign(c) * q).astype(np.int64)
     return members, Qbest, dcq
+
+
+@njit(cache=True)
+def _search_costs(c, inv_step, rounding, bias, flat, offset, esc, D, R, NZ):
+    """Member search, one member: per block the squared error (steps**2), the rate proxy (bits)
+    and whether any level is nonzero under deadzone quantisation; one pass, no temporaries."""
+    for b in range(c.shape[0]):
+        d = np.float32(0.0)
+        r = np.float32(0.0)
+        nz = False
+        for j in range(c.shape[1]):
+            a = abs(c[b, j]) * inv_step
+            q = np.floor(a + rounding)
+            e = a - (q - bias) if q > 0 else a
+            d += e * e
+            r += flat[offset[j] + min(int(q), esc)]
+            nz |= q > 0
+        D[b], R[b], NZ[b] = d, r, nz
 
 
 _BAND_ENDS = np.array(BANDS)
