@@ -221,22 +221,37 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, dcr64: in
 
 @njit(cache=True)
 def _search_costs(c, inv_step, rounding, bias, flat, offset, esc, D, R, NZ):
-    """Member search, one member: per block the squared error (steps**2), the rate proxy (bits)
-    and whether any level is nonzero under deadzone quantisation; one pass, no temporaries."""
+    """Member search, one member: per block the squared error (steps**2), the rate proxy (bits of
+    the levels up to the end of the band of the last nonzero one: later ones are not coded) and
+    whether any level is nonzero, under deadzone quantisation; one pass, no temporaries."""
     for b in range(c.shape[0]):
         d = np.float32(0.0)
         r = np.float32(0.0)
-        nz = False
+        coded = np.float32(0.0)
+        band = 0
         for j in range(c.shape[1]):
+            if j == _BAND_STARTS[band + 1]:
+                band += 1
             a = abs(c[b, j]) * inv_step
             q = np.floor(a + rounding)
             e = a - (q - bias) if q > 0 else a
             d += e * e
             r += flat[offset[j] + min(int(q), esc)]
-            nz |= q > 0
-        D[b], R[b], NZ[b] = d, r, nz
+            if q > 0:
+                coded = r + _rest_of_band(flat, offset, j, _BAND_STARTS[band + 1])
+        D[b], R[b], NZ[b] = d, coded, coded > 0
 
 
+@njit(cache=True)
+def _rest_of_band(flat, offset, j, end):
+    """Bits of zero levels at positions j+1..end-1."""
+    t = np.float32(0.0)
+    for p in range(j + 1, end):
+        t += flat[offset[p]]
+    return t
+
+
+_BAND_STARTS = np.array(BANDS, np.int64)
 _BAND_ENDS = np.array(BANDS)
 
 
