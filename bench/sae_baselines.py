@@ -18,7 +18,10 @@ with a static integer-count table per (plane class, atom, context), context = ho
 atoms of the same block are nonzero (0..3+). The tables are counted on the training images'
 codes quantised with the stream's own step and rounding, so the decoder rebuilds them from the
 model and the 8-byte header (a deployed coder would ship them per quality, as the mixture ships
-its fitted tables). Then the signs (1 bit each), escape excesses (16 bits each) and the DC.
+its fitted tables). Then the signs (1 bit each) and escape excesses (16 bits each); this AC
+stream is constriction's. The block means go to a second stream, coded by the mixture's own v2
+DC coder (blockcoder, the shipped model's adaptive DC models), so only the AC part differs.
+Stream: header, u32 length of the AC stream, AC stream, DC stream.
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ from PIL import Image
 from sae_model import Codec, imageio
 from sae_model.codec import (CHROMA_RATIO64, DC_RATIO64, ROUNDING, SUBSAMPLE_BELOW,
                               quality_to_step16)
-from sae_model.entropy import Decoder, Encoder
+from sae_model import blockcoder, planes
+from sae_model import rangecoder as rc
 from sae_model.patches import patches_to_blocks
-from sae_model.planes import _code_dc  # the mixture's DC coder, reused so only the AC part differs
 
 ATOMS = 256
 # Sized so the dictionary's own approximation error stays below the quantisation error over the
@@ -109,13 +112,20 @@ def _contexts(nz: np.ndarray) -> np.ndarray:
     return np.minimum(np.cumsum(nz, 1) - nz, NCTX - 1)
 
 
+def _code_dc(mode, st, buf, model, hb, wb, n_nonzero, dcq, step16, dcr64):
+    """The mixture's v2 DC coder; the block's nonzero atom count stands in for its eob."""
+    n = hb * wb + 1
+    blockcoder._code_dc(mode, st, buf, model, hb, wb, n_nonzero.astype(np.int64), dcq,
+                        planes.dc_origin(step16, dcr64), np.empty(n, np.int64), np.empty(n, np.int64))
+
+
 class SAECodec:
     """encode(image, quality, **settings) -> bytes and decode(bytes) -> Image, the interface
     evaluate.codec_curve measures."""
 
     def __init__(self, sae: SAE, train_images, shipped: Codec, max_blocks: int = 40_000):
         self.sae = sae
-        self.dc_tables = shipped.arrays.tables
+        self.dc_models = shipped.models
         rng = np.random.default_rng(0)
         per_class = {0: [], 1: []}
         for im in train_images:  # the codec's own planes (4:2:0 chroma): what the coder will see
@@ -147,7 +157,9 @@ class SAECodec:
         px = np.asarray(image.convert("RGB"))
         h, w = px.shape[:2]
         step16 = quality_to_step16(quality)
-        enc = Encoder(self.dc_tables)
+        enc = constriction.stream.queue.RangeEncoder()
+        dc_models = self.dc_models.fresh()
+        dc_st, dc_buf = rc.new_encoder(), np.empty(64 + 16 * px.shape[0] * px.shape[1] // 64 * 3, np.uint8)
         for pc, plane, s16 in Codec._planes(px, quality < SUBSAMPLE_BELOW, step16, chroma_ratio64):
             bl = _blocks(plane)
             mean = bl.mean(1)
@@ -160,15 +172,24 @@ class SAECodec:
             models = self._tables(pc, s16 / 16, rounding)
             for j in range(ATOMS):
                 for c in np.unique(ctx[j]).tolist():
-                    enc.rc.encode(sym[j][ctx[j] == c], models[j][c])
-            enc.rc.encode((z[nz] < 0).astype(np.int32), _m.Uniform(2))
-            enc.rc.encode(np.minimum(mag[mag >= ESC] - ESC, 65535).astype(np.int32), _m.Uniform(65536))
-            _code_dc(enc, pc, s16, dc_ratio64, plane.shape[0] // 8, plane.shape[1] // 8, nz.sum(1), dcq)
-        return HEADER.pack(w, h, quality, round(rounding * 100), chroma_ratio64, dc_ratio64) + enc.finish()
+                    enc.encode(sym[j][ctx[j] == c], models[j][c])
+            enc.encode((z[nz] < 0).astype(np.int32), _m.Uniform(2))
+            enc.encode(np.minimum(mag[mag >= ESC] - ESC, 65535).astype(np.int32), _m.Uniform(65536))
+            _code_dc(rc.ENCODE, dc_st, dc_buf, dc_models[pc][1], plane.shape[0] // 8, plane.shape[1] // 8,
+                     nz.sum(1), dcq, s16, dc_ratio64)
+        rc.finish(dc_st, dc_buf)
+        assert not dc_st[rc.S_ERROR], "DC buffer too small"
+        ac = enc.get_compressed().astype("<u4").tobytes()
+        return (HEADER.pack(w, h, quality, round(rounding * 100), chroma_ratio64, dc_ratio64)
+                + struct.pack("<I", len(ac)) + ac + dc_buf[:dc_st[rc.S_POS]].tobytes())
 
     def decode(self, data: bytes) -> Image.Image:
         w, h, quality, r100, cr64, dcr64 = HEADER.unpack_from(data)
-        dec = Decoder(self.dc_tables, data[HEADER.size:])
+        (n_ac,) = struct.unpack_from("<I", data, HEADER.size)
+        start = HEADER.size + 4
+        dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data[start:start + n_ac], "<u4").astype(np.uint32))
+        dc_buf = np.frombuffer(data[start + n_ac:], np.uint8).copy()
+        dc_st, dc_models = rc.new_decoder(dc_buf), self.dc_models.fresh()
         step16 = quality_to_step16(quality)
         sub = quality < SUBSAMPLE_BELOW
         m = 16 if sub else 8
@@ -184,16 +205,18 @@ class SAECodec:
                 ctx = np.minimum(count, NCTX - 1)
                 for c in np.unique(ctx).tolist():
                     sel = ctx == c
-                    magT[j, sel] = dec.rc.decode(models[j][c], int(sel.sum()))
+                    magT[j, sel] = dec.decode(models[j][c], int(sel.sum()))
                 count += magT[j] > 0
             mag = magT.T.copy()
             nz = mag > 0
-            neg = dec.rc.decode(_m.Uniform(2), int(nz.sum()))
+            neg = dec.decode(_m.Uniform(2), int(nz.sum()))
             esc = mag >= ESC
-            mag[esc] += dec.rc.decode(_m.Uniform(65536), int(esc.sum()))
+            mag[esc] += dec.decode(_m.Uniform(65536), int(esc.sum()))
             q = mag.astype(np.float64)
             q[nz] *= 1 - 2 * neg.astype(np.float64)
-            dcq = _code_dc(dec, pc, s16, dcr64, hb, wb, nz.sum(1), None)
+            dcq = np.zeros(hb * wb, np.int64)
+            _code_dc(rc.DECODE, dc_st, dc_buf, dc_models[pc][1], hb, wb, nz.sum(1), dcq, s16, dcr64)
+            assert not dc_st[rc.S_ERROR], "DC stream does not decode"
             bl = (q * (s16 / 16)) @ self.sae.D.T + (dcq * (s16 * dcr64 / 1024.0))[:, None]
             p = bl.reshape(hb, wb, 8, 8).transpose(0, 2, 1, 3).reshape(hb * 8, wb * 8)
             rec.append((imageio.upsample2(p) if f == 2 else p)[:h, :w])
