@@ -151,9 +151,9 @@ class SAECodec:
         return self._models[key]
 
     def encode(self, image, quality: int = 50, rounding: float = ROUNDING, lam: float | None = None,
-               chroma_ratio64: int = CHROMA_RATIO64, dc_ratio64: int = DC_RATIO64) -> bytes:
-        """Defaults are the mixture's rate tools; `lam` (member choice) has no counterpart here
-        and is accepted only so the mixture's settings dicts apply unchanged."""
+               rdoq: bool | None = None, chroma_ratio64: int = CHROMA_RATIO64, dc_ratio64: int = DC_RATIO64) -> bytes:
+        """Defaults are the mixture's rate tools; `lam` (member choice) and `rdoq` (RD levels) have
+        no counterpart here and are accepted only so the mixture's settings dicts apply unchanged."""
         px = np.asarray(image.convert("RGB"))
         h, w = px.shape[:2]
         step16 = quality_to_step16(quality)
