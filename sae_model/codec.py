@@ -250,7 +250,7 @@ def _arrays(w: dict) -> planes.ModelArrays:
     bases = w["bases"].double().numpy()
     tables = entropy.Tables(w["ac_table"].numpy().astype(np.int64), w["dc_table"].numpy().astype(np.int64),
                             w["esc_table"].numpy().astype(np.int64))
-    basis_t = np.rint(bases * planes.BASIS_SCALE).astype(np.int64).transpose(0, 2, 1)
+    basis_t = np.rint(bases * (1 << postfilter.BASIS_SHIFT)).astype(np.int64).transpose(0, 2, 1)
     return planes.ModelArrays(bases=bases.astype(np.float32),
                               basis_t=np.ascontiguousarray(basis_t),
                               sigma16=w["sigma16"].numpy().astype(np.int64), tables=tables,

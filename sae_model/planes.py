@@ -29,11 +29,9 @@ B = 8
 NPOS = B * B - 1
 BANDS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 25, 31, 38, 46, 54, 63)
 NBANDS = len(BANDS) - 1
-BAND_OF = np.repeat(np.arange(NBANDS), np.diff(BANDS))
 NPRIOR = 16
 N_AC_CTX = NPRIOR * 45
 N_DC_CTX = 3 * 8 * 3
-BASIS_SCALE = 1 << 14
 SEARCH_ROUNDING = 0.45  # deadzone quantiser standing in for RDO levels while choosing the member
 
 
