@@ -121,7 +121,7 @@ def _check_file(fs, root: str, entry: dict) -> list[str]:
     if not fs.exists(path):
         return [f"missing: {entry['name']} ({entry['rows']} rows) is listed in the manifest but not present"]
     data = fs.cat_file(path)
-    if len(data) != entry["bytes"] or shards.sha256_hex(data) != entry["sha256"]:
+    if not shards.matches_entry(data, entry):
         return [f"corrupt: {entry['name']} does not match its sha256 in the manifest"]
     return []
 

@@ -340,8 +340,10 @@ def decompress_flow(sharddir: str, out: str, dask_address: str | None = None) ->
         targets.setdefault(shard, {}).setdefault(item, []).append(path)
     written, size = 0, 0
     with dask_client(settings) as client:
-        futures = [client.submit(units.decompress_shard, sharddir, shard, items, out, key=f"decompress-{shard}",
-                                 retries=2, pure=False) for shard, items in targets.items()]
+        entries = {entry["name"]: entry for entry in manifest["shards"]}
+        futures = [client.submit(units.decompress_shard, sharddir, shard, items, out, entries.get(shard),
+                                 key=f"decompress-{shard}", retries=2, pure=False)
+                   for shard, items in targets.items()]
         for future in progress(distributed.as_completed(futures), total=len(futures), description="decompress"):
             try:
                 result = future.result()

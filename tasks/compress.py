@@ -200,13 +200,22 @@ def safe_relative(path: str) -> str:
     return clean
 
 
-def decompress_shard(sharddir: str, shard: str, targets: dict[str, list[str]], out: str) -> dict:
-    """Write every item of ``shard`` listed in ``targets`` (id -> original paths) under ``out``."""
+def decompress_shard(sharddir: str, shard: str, targets: dict[str, list[str]], out: str,
+                     entry: dict | None) -> dict:
+    """Write every item of ``shard`` listed in ``targets`` (id -> original paths) under ``out``.
+
+    ``entry``: the shard's manifest entry. A shard whose bytes differ from it is reported as damaged
+    (a flipped byte outside every item's CRC would otherwise pass unseen); its items are still
+    restored where their own checks hold."""
     fs, root = shards.open_dir(sharddir)
     out_fs, out_root = shards.open_dir(out)
     written, size, problems = 0, 0, []
     try:
-        table = shards.read_shard(fs, f"{root}/{shard}", ids=list(targets))
+        data = fs.cat_file(f"{root}/{shard}")
+        if entry is not None and not shards.matches_entry(data, entry):
+            problems.append(f"{shard}: damaged (does not match its sha256 in the manifest); "
+                            "items restored only where their own CRC holds")
+        table = shards.read_shard_bytes(data, ids=list(targets))
     except (OSError, ValueError) as exc:
         return {"written": 0, "bytes": 0, "problems": [f"{shard}: unreadable ({exc}); {len(targets)} item(s) lost"]}
     found = set()

@@ -157,10 +157,23 @@ def shard_bytes(rows: list[dict[str, Any]], metadata: dict[str, str]) -> bytes:
 def read_shard(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None,
                ids: Iterable[str] | None = None) -> pa.Table:
     """Read a shard's rows (optionally only some columns, or only the rows of some ids)."""
-    filters = [("id", "in", list(ids))] if ids is not None else None
     with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle, columns=columns, filters=filters)
-    return table
+        return _read_rows(handle, columns, ids)
+
+
+def read_shard_bytes(data: bytes, ids: Iterable[str] | None = None) -> pa.Table:
+    """The same from a shard's bytes already in memory (read once: checked, then parsed)."""
+    return _read_rows(pa.BufferReader(data), None, ids)
+
+
+def _read_rows(source, columns, ids) -> pa.Table:
+    filters = [("id", "in", list(ids))] if ids is not None else None
+    return pq.read_table(source, columns=columns, filters=filters)
+
+
+def matches_entry(data: bytes, entry: dict) -> bool:
+    """Whether a listed file's bytes are the ones its manifest entry describes (size and sha256)."""
+    return len(data) == entry["bytes"] and sha256_hex(data) == entry["sha256"]
 
 
 def shard_metadata(data: bytes) -> dict[str, str]:
