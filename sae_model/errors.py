@@ -19,3 +19,7 @@ class UnsupportedVersionError(CodecError):
 
 class UnsupportedImageError(CodecError):
     """Encoding an image that Pillow cannot convert to a supported mode."""
+
+
+class NotExactError(UnsupportedImageError):
+    """The image cannot be stored at the requested exact fidelity (the message is the reason); keep it verbatim."""
