@@ -143,3 +143,42 @@ def test_the_pixel_hash_covers_mode_size_bit_depth_and_samples():
     ]
     assert all(lossless.pixel_sha256(v) != base for v in variants)
     assert json.loads(json.dumps(base)) == base
+
+
+# ---- the fidelity levels' per-item decision (tasks/exact.py)
+
+@pytest.mark.parametrize("fidelity, fmt, exact", [
+    ("lossy", "JPEG", False), ("lossy", "PNG", False), ("jpeg-exact", "JPEG", True), ("jpeg-exact", "PNG", False),
+    ("lossless", "JPEG", True), ("lossless", "TIFF", True), ("lossless", None, True)])
+def test_each_fidelity_level_sends_the_formats_it_names_to_the_exact_engines(fidelity, fmt, exact):
+    from tasks import exact as exact_tasks
+
+    assert exact_tasks.wants_exact(fidelity, fmt) is exact
+
+
+def test_an_unknown_fidelity_is_refused_with_the_names_that_exist():
+    from tasks import exact as exact_tasks
+
+    assert exact_tasks.check_fidelity(None) == "lossy" and exact_tasks.check_fidelity(" Lossless") == "lossless"
+    with pytest.raises(ValueError, match="lossy, jpeg-exact, lossless"):
+        exact_tasks.check_fidelity("exact")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_case_becomes_the_row_kind_it_should_and_rebuilds_exactly(name):
+    from tasks import exact as exact_tasks
+
+    case = CASES[name]
+    fmt = Image.open(io.BytesIO(case.data)).format
+    row = exact_tasks.encode_exact(case.data, fmt, "lossless")
+    assert row["kind"] == {"jpeg": "jpeg-exact", "pixels": "lossless", "verbatim": "passthrough"}[case.expect]
+    if row["kind"] == "passthrough":
+        assert row["data"] == case.data and row["reason"].startswith("kept verbatim (lossless): ")
+        return
+    data, ext = exact_tasks.rebuild(row)
+    if row["kind"] == "jpeg-exact":
+        assert data == case.data and exact_tasks.output_name(f"a/{name}", row["kind"], ext) == f"a/{name}"
+    else:
+        assert _exact_view(data) == _exact_view(case.data)
+        assert exact_tasks.output_name(f"a/{name}", row["kind"], ext) == (
+            f"a/{name}" if name.endswith((".png", ".tif")) else f"a/{name}.png")
