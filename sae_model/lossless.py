@@ -11,11 +11,11 @@ at the file's bit depth, plus the palette colours of palette images. ``pixel_sha
 Modes: ``1`` (1-bit grey), ``L``, ``LA``, ``RGB``, ``RGBA``, ``P`` (1/2/4/8-bit palette), and at 16 bits per
 sample ``I;16``, ``LA;16``, ``RGB;16``, ``RGBA;16``.
 
-What each source becomes (``rebuild``):
+What each source becomes (``rebuild``, always a PNG):
 - PNG -> PNG with the same colour type and bit depth and every other chunk kept byte for byte, in order
   (palette, transparency, ICC, EXIF, text, ...); only the compressed pixel data and interlacing differ.
-- TIFF (one page, 8/16-bit unsigned grey/RGB, optional alpha) -> TIFF, deflate, with its ICC profile and
-  resolution; other tags are listed in the item's notes.
+- TIFF (one page, 8/16-bit unsigned grey/RGB, optional alpha) -> PNG of the same samples (16-bit stays 16-bit),
+  its ICC profile as iCCP and its resolution as pHYs; other tags are listed in the item's notes.
 - other single-frame formats Pillow reads in the modes above (GIF, BMP, WebP, ...) -> PNG with the palette,
   transparency, ICC profile and EXIF; other format-specific fields are listed in the notes.
 Refused (``NotExactError``; the caller keeps the file verbatim): animations / multi-page files, other modes
@@ -26,11 +26,9 @@ Stored item (``MAGIC`` then version 1)::
 
     b"SXL" 0x01 | u32 big-endian N | N bytes UTF-8 JSON header | sections, concatenated in header order
     header: {"mode", "width", "height", "bits", "source": "PNG" | "TIFF" | "other",
-             "sha256": pixel hash, "notes": [str], "tiff": {"photometric", "extrasample", "resolution",
-             "resolutionunit"} (TIFF only), "sections": [[name, length], ...]}
+             "sha256": pixel hash, "notes": [str], "sections": [[name, length], ...]}
     sections: "pixels"  JPEG XL lossless codestream of the samples (palette images: the indices)
               "before", "after"  PNG chunks written before / after the pixel data (standard chunk encoding)
-              "icc"     TIFF ICC profile
 """
 from __future__ import annotations
 
@@ -80,8 +78,6 @@ class Pixels:
     source: str = "other"            # PNG, TIFF or other
     before: list = field(default_factory=list)  # PNG chunks kept (before / after the pixel data)
     after: list = field(default_factory=list)
-    tiff: dict = field(default_factory=dict)
-    icc: bytes = b""
     notes: tuple = ()
 
     @property
@@ -161,16 +157,16 @@ def _read_tiff(data: bytes, im: Image.Image) -> Pixels:
         else None
     if samples is None or samples.shape[2] not in (1, 2, 3, 4) or (photometric == 2) != (samples.shape[2] >= 3):
         raise NotExactError("TIFF sample layout is not grey/RGB with at most one alpha; kept verbatim")
-    extra = np.atleast_1d(tags.get(338, ())).tolist()
     bits = 16 if samples.dtype == np.uint16 else 8
     mode = MODES_16[samples.shape[2]] if bits == 16 else CHANNEL_MODES[samples.shape[2]]
-    tiff = {"photometric": "rgb" if photometric == 2 else "minisblack", "extrasample": extra[0] if extra else None,
-            "resolution": [float(tags[282]), float(tags[283])] if 282 in tags and 283 in tags else None,
-            "resolutionunit": int(tags.get(296, 2))}
+    before = _iccp(bytes(tags.get(34675, b"")))
+    if 282 in tags and 283 in tags:
+        # TIFF resolution unit: 1 none (a bare aspect ratio), 2 inch, 3 centimetre
+        scale = {2: 1 / 0.0254, 3: 100.0}.get(int(tags.get(296, 2)))
+        before += _phys(float(tags[282]), float(tags[283]), scale)
     dropped = sorted(set(tags) - TIFF_LAYOUT_TAGS)
     notes = (f"TIFF tags not kept: {', '.join(map(str, dropped))}",) if dropped else ()
-    return Pixels(mode, np.ascontiguousarray(samples), bits, b"", "TIFF", tiff=tiff,
-                  icc=bytes(tags.get(34675, b"")), notes=notes)
+    return Pixels(mode, np.ascontiguousarray(samples), bits, b"", "TIFF", before, notes=notes)
 
 
 def _read_other(im: Image.Image) -> Pixels:
@@ -189,9 +185,9 @@ def _read_other(im: Image.Image) -> Pixels:
 
 def _info_chunks(im: Image.Image, palette: bytes) -> list:
     """PNG chunks for what a non-PNG source carries besides pixels: palette, transparency, ICC, EXIF."""
-    out = []
-    if im.info.get("icc_profile"):
-        out.append((b"iCCP", b"icc\x00\x00" + zlib.compress(im.info["icc_profile"])))
+    out = _iccp(im.info.get("icc_profile") or b"")
+    if im.info.get("dpi"):
+        out += _phys(*map(float, im.info["dpi"]), 1 / 0.0254)
     if palette:
         out.append((b"PLTE", palette))
     t = im.info.get("transparency")
@@ -211,6 +207,18 @@ def _info_chunks(im: Image.Image, palette: bytes) -> list:
     return out
 
 
+def _iccp(profile: bytes) -> list:
+    return [(b"iCCP", b"icc\x00\x00" + zlib.compress(profile))] if profile else []
+
+
+def _phys(x: float, y: float, per_metre: float | None) -> list:
+    """PNG pHYs: pixels per metre (unit 1), or a bare aspect ratio (unit 0) when the source has no unit."""
+    if x <= 0 or y <= 0:
+        return []
+    scale, unit = (per_metre, 1) if per_metre else (1.0, 0)
+    return [(b"pHYs", struct.pack(">IIB", round(x * scale), round(y * scale), unit))]
+
+
 # ---- the stored item ----
 
 def encode(data: bytes, config: LosslessConfig = LosslessConfig()) -> tuple[bytes, str, Pixels]:
@@ -219,15 +227,14 @@ def encode(data: bytes, config: LosslessConfig = LosslessConfig()) -> tuple[byte
     px = read_pixels(data)
     digest = pixel_sha256(px)
     codestream = _jxl_encode(px, config)
-    sections = [("pixels", codestream), ("before", _pack_chunks(px.before)), ("after", _pack_chunks(px.after)),
-                ("icc", px.icc)]
+    sections = [("pixels", codestream), ("before", _pack_chunks(px.before)), ("after", _pack_chunks(px.after))]
     head = {"mode": px.mode, "width": px.width, "height": px.height, "bits": px.bits, "source": px.source,
-            "sha256": digest, "notes": list(px.notes), "tiff": px.tiff or None,
+            "sha256": digest, "notes": list(px.notes),
             "sections": [[name, len(blob)] for name, blob in sections if blob]}
     blob = json.dumps(head, separators=(",", ":")).encode()
     item = MAGIC + struct.pack(">I", len(blob)) + blob + b"".join(b for _, b in sections if b)
     try:
-        back = read_pixels(rebuild(item)[0])
+        back = read_pixels(rebuild(item))
     except (NotExactError, CorruptStreamError) as e:
         raise NotExactError(f"the rebuilt file does not read back ({e})") from None
     if pixel_sha256(back) != digest or back.mode != px.mode or back.bits != px.bits:
@@ -288,8 +295,7 @@ def decode(item: bytes, max_pixels: int | None = None) -> Pixels:
     before = _unpack_chunks(sections.get("before", b""))
     palette = b"".join(p for k, p in before if k == b"PLTE")
     px = Pixels(head["mode"], samples, head["bits"], palette, head["source"], before,
-                _unpack_chunks(sections.get("after", b"")), head.get("tiff") or {}, sections.get("icc", b""),
-                tuple(head["notes"]))
+                _unpack_chunks(sections.get("after", b"")), tuple(head["notes"]))
     if pixel_sha256(px) != head["sha256"]:
         raise CorruptStreamError("lossless item's pixels do not match their stored sha256")
     return px
@@ -299,15 +305,7 @@ def stored_sha256(item: bytes) -> str:
     return read_item(item)[0]["sha256"]
 
 
-def rebuild(item: bytes, max_pixels: int | None = None) -> tuple[bytes, str]:
-    """(file bytes, extension) of a stored item: PNG, or TIFF for TIFF sources."""
+def rebuild(item: bytes, max_pixels: int | None = None) -> bytes:
+    """The PNG file of a stored item (PNG holds every mode above, 16-bit RGB and RGBA included)."""
     px = decode(item, max_pixels)
-    if px.source == "TIFF":
-        t = px.tiff
-        extra = {"extrasample": t["extrasample"]} if t.get("extrasample") is not None else {}
-        if t.get("resolution"):
-            extra.update(resolution=tuple(t["resolution"]), resolutionunit=t["resolutionunit"])
-        samples = px.samples if px.samples.shape[2] > 1 else px.samples[:, :, 0]
-        return imagecodecs.tiff_encode(np.ascontiguousarray(samples), compression="deflate",
-                                       photometric=t["photometric"], iccprofile=px.icc or None, **extra), "tif"
-    return pngfile.write(px.samples, px.bits, MODE_COLOUR_TYPE[px.mode], px.before, px.after), "png"
+    return pngfile.write(px.samples, px.bits, MODE_COLOUR_TYPE[px.mode], px.before, px.after)

@@ -11,7 +11,9 @@ lossless engine does not hold, or one that would not shrink) is stored verbatim 
 
 Rows of the exact kinds carry ``exact_sha256``: the sha256 of the rebuilt JPEG file (``jpeg-exact``, equal to the
 item id) or of the decoded pixels as ``sae_model.lossless.pixel_sha256`` defines it (``lossless``). Restoring a
-row and ``verify --decode`` recompute it and refuse a row whose rebuild differs.
+row and ``verify --decode`` recompute it and refuse a row whose rebuild differs. ``jpeg-exact`` rows come back
+as the original JPEG file at its own path; ``lossless`` rows as a PNG of the same samples (16-bit stays 16-bit:
+PNG holds 16-bit grey, RGB and RGBA), named like coded images (``scan.tif`` -> ``scan.tif.png``).
 """
 from __future__ import annotations
 
@@ -26,8 +28,6 @@ from sae_model.errors import NotExactError
 FIDELITIES = ("lossy", "jpeg-exact", "lossless")
 DEFAULT_FIDELITY = "lossy"
 EXACT_KINDS = ("jpeg-exact", "lossless")
-# Rebuilt lossless files keep the original name when it already says this format.
-_SUFFIXES = {"png": (".png",), "tif": (".tif", ".tiff")}
 
 
 def check_fidelity(value: str | None) -> str:
@@ -63,23 +63,15 @@ def encode_exact(data: bytes, fmt: str | None, fidelity: str,
             "bpp": 8 * len(stored) / (width * height), "exact_sha256": digest, "reason": notes}
 
 
-def rebuild(row: dict, max_pixels: int | None = None) -> tuple[bytes, str]:
-    """(file bytes, extension) of an exact row, checked against its ``exact_sha256``; CodecError when not."""
+def rebuild(row: dict, max_pixels: int | None = None) -> bytes:
+    """The file of an exact row (the JPEG, or a PNG of the pixels), checked against its ``exact_sha256``."""
     from sae_model.errors import CorruptStreamError
 
     if row["kind"] == "jpeg-exact":
-        data, ext = jpeg_exact.rebuild(row["data"]), "jpg"
+        data = jpeg_exact.rebuild(row["data"])
         if jpeg_exact.exact_sha256(data) != row["exact_sha256"]:
             raise CorruptStreamError("rebuilt JPEG differs from the original (sha256 mismatch)")
-        return data, ext
+        return data
     if lossless.stored_sha256(row["data"]) != row["exact_sha256"]:
         raise CorruptStreamError("lossless item's pixel hash differs from the row's exact_sha256")
     return lossless.rebuild(row["data"], max_pixels)
-
-
-def output_name(path: str, kind: str, ext: str) -> str:
-    """``photo.jpg`` stays ``photo.jpg`` (its own bytes); a lossless ``scan.tif`` stays ``scan.tif`` and
-    ``logo.gif`` becomes ``logo.gif.png`` (a PNG of the same pixels)."""
-    if kind == "jpeg-exact" or path.lower().endswith(_SUFFIXES[ext]):
-        return path
-    return f"{path}.{ext}"

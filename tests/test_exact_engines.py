@@ -65,8 +65,8 @@ def test_lossless_item_rebuilds_every_sample_at_the_source_mode_and_bit_depth(na
     item, digest, px = lossless.encode(case.data)
     assert (px.mode, px.bits) == (case.mode, case.bits)
     assert len(item) < len(case.data)
-    rebuilt, ext = lossless.rebuild(item)
-    assert ext == ("tif" if name.endswith(".tif") else "png")
+    rebuilt = lossless.rebuild(item)
+    assert rebuilt.startswith(pngfile.SIGNATURE)
     assert _exact_view(rebuilt) == _exact_view(case.data)
     assert lossless.pixel_sha256(lossless.read_pixels(rebuilt)) == digest == lossless.stored_sha256(item)
     with Image.open(io.BytesIO(rebuilt)) as im:  # an ordinary reader opens it
@@ -75,7 +75,7 @@ def test_lossless_item_rebuilds_every_sample_at_the_source_mode_and_bit_depth(na
 
 def test_png_chunks_other_than_pixel_data_are_kept_byte_for_byte():
     original = CASES["rgb8.png"].data
-    rebuilt, _ = lossless.rebuild(lossless.encode(original)[0])
+    rebuilt = lossless.rebuild(lossless.encode(original)[0])
     kept = pngfile.kept_chunks(pngfile.chunks(original))
     assert kept == pngfile.kept_chunks(pngfile.chunks(rebuilt))
     assert any(kind == b"eXIf" for kind, _ in kept[0])
@@ -83,17 +83,18 @@ def test_png_chunks_other_than_pixel_data_are_kept_byte_for_byte():
 
 def test_a_palette_stays_a_palette_with_the_same_indices_and_colours():
     original = CASES["palette.png"].data
-    rebuilt, _ = lossless.rebuild(lossless.encode(original)[0])
+    rebuilt = lossless.rebuild(lossless.encode(original)[0])
     with Image.open(io.BytesIO(original)) as a, Image.open(io.BytesIO(rebuilt)) as b:
         assert b.mode == "P" and b.getpalette() == a.getpalette()
         assert b.info["transparency"] == a.info["transparency"]
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_a_sixteen_bit_tiff_comes_back_as_a_sixteen_bit_tiff_with_its_resolution():
-    rebuilt, ext = lossless.rebuild(lossless.encode(CASES["master16.tif"].data)[0])
+def test_a_sixteen_bit_tiff_comes_back_as_a_sixteen_bit_png_with_its_resolution():
+    rebuilt = lossless.rebuild(lossless.encode(CASES["master16.tif"].data)[0])
+    assert pngfile.header(pngfile.chunks(rebuilt)).bit_depth == 16
     with Image.open(io.BytesIO(rebuilt)) as im:
-        assert ext == "tif" and im.tag_v2[258] == (16, 16, 16) and float(im.tag_v2[282]) == 300.0
+        assert [round(v) for v in im.info["dpi"]] == [300, 300]
 
 
 @pytest.mark.parametrize("name, reason", [("animated.gif", "3 frames"), ("noise.png", "saves nothing"),
@@ -175,10 +176,8 @@ def test_every_case_becomes_the_row_kind_it_should_and_rebuilds_exactly(name):
     if row["kind"] == "passthrough":
         assert row["data"] == case.data and row["reason"].startswith("kept verbatim (lossless): ")
         return
-    data, ext = exact_tasks.rebuild(row)
+    data = exact_tasks.rebuild(row)
     if row["kind"] == "jpeg-exact":
-        assert data == case.data and exact_tasks.output_name(f"a/{name}", row["kind"], ext) == f"a/{name}"
+        assert data == case.data
     else:
         assert _exact_view(data) == _exact_view(case.data)
-        assert exact_tasks.output_name(f"a/{name}", row["kind"], ext) == (
-            f"a/{name}" if name.endswith((".png", ".tif")) else f"a/{name}.png")
