@@ -7,7 +7,8 @@ A SHARDDIR (a local folder or any fsspec URL such as ``s3://bucket/archive``) ho
     shards/<job>-<batch>-<rand>.parquet the stored items (immutable once written)
     index/<job>-<seq>.parquet           path -> item -> shard, one file per commit (immutable)
     manifest-<generation>.json          the committed state; the highest generation is the current one
-    .lock                               present while a job writes (owner pid, host, time)
+    .lock                               present while a job writes (owner pid, start time, host, job, token)
+    .lock.takeover                      present for a moment while a job replaces a stale lock
 
 Shard file (``SHARD_SCHEMA_VERSION`` 1): Parquet, one row per stored item, rows sorted by ``id`` in small row groups
 so that a reader can fetch one item through the row-group statistics without reading the rest of the payload.
@@ -57,6 +58,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 import socket
@@ -71,12 +73,17 @@ import pyarrow.parquet as pq
 SHARD_SCHEMA_VERSION = "1"
 MANIFEST_VERSION = 1
 LOCK_NAME = ".lock"
+TAKEOVER_SUFFIX = ".takeover"
+# A lock that cannot be parsed is only taken over this long after it was written: a live job creates its lock
+# in one step, so only a crash or a full disk mid-write leaves one (and older saepress wrote the content after).
+LOCK_GRACE_SECONDS = 60
 MANIFEST_PREFIX = "manifest-"
 # Manifests older than the newest few are removed on commit: they are only history, and a reader that listed the
 # folder a moment ago still finds the one it chose.
 MANIFEST_KEEP = 3
 # ~32 items per row group keeps a single-item read small while the footer stays tiny.
 ROW_GROUP_ITEMS = 32
+logger = logging.getLogger(__name__)
 
 SHARD_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -270,27 +277,52 @@ def collect_garbage(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) ->
 
 
 # ---------------------------------------------------------------- lock
+#
+# The lock file holds its owner as JSON (pid, process start time, host, job, a random token). It is created with
+# its whole content at once (a hard link of a written temp file locally, one conditional PUT on object stores), so
+# a lock is never seen half-written by a live job. A stale lock (its process is gone) is replaced by compare-and-
+# swap: whoever creates the takeover marker exclusively re-reads the lock, and only if it still holds the stale
+# bytes renames a new lock over it; the others are refused. Release deletes the lock only if it is still ours.
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, started: float | None = None) -> bool:
+    """Whether ``pid`` runs on this host and, when ``started`` is known, is the process that started then."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        return started is None or abs(process.create_time() - started) < 1
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True
+
+
+def _process_started() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
-    """Create ``path`` only if it does not exist; False when it does (O_EXCL locally, If-None-Match on S3)."""
+    """Create ``path`` holding ``data`` only if it does not exist; False when it does.
+
+    Locally the data is written to a temp file that is hard-linked into place (the link fails if the name exists),
+    so a full disk leaves no empty file under ``path``; object stores get one PUT with If-None-Match.
+    """
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     if is_local(fs):
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        except FileNotFoundError:  # the lock holder's garbage collection removed our temp file: it is held
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         return True
     try:
         with fs.open(path, "xb") as handle:
@@ -300,32 +332,85 @@ def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> 
     return True
 
 
+def _read_or_none(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+
+
+def _age_seconds(fs: fsspec.AbstractFileSystem, path: str) -> float:
+    modified = fs.modified(path)
+    if modified.tzinfo is None:
+        modified = modified.replace(tzinfo=dt.timezone.utc)
+    return (dt.datetime.now(dt.timezone.utc) - modified).total_seconds()
+
+
+def _stale_reason(fs: fsspec.AbstractFileSystem, path: str, raw: bytes, url: str) -> str:
+    """Why the lock holding ``raw`` may be taken over; raises LockedError when its owner may still be running."""
+    try:
+        held = json.loads(raw)
+        if not isinstance(held, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        age = _age_seconds(fs, path)
+        if age >= LOCK_GRACE_SECONDS:
+            return f"unreadable for {age:.0f} s"
+        raise LockedError(f"{url} has an unreadable lock {path} (being written, or left by a crash or a full disk); "
+                          f"it is taken over once it is {LOCK_GRACE_SECONDS} s old: run again then") from None
+    pid = held.get("pid")
+    if held.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid, held.get("started")):
+        return f"its process {pid} is gone"
+    raise LockedError(
+        f"{url} is being written by another job (pid {held.get('pid')} on {held.get('host')} since "
+        f"{held.get('since')}, job {held.get('job')}). Wait for it to finish; if that job is gone, delete "
+        f"{url.rstrip('/')}/{LOCK_NAME} and run again.")
+
+
+def _take_over(fs: fsspec.AbstractFileSystem, path: str, stale: bytes, data: bytes, url: str) -> None:
+    """Replace the lock holding ``stale`` by ours, or raise LockedError if another job got there first."""
+    marker = f"{path}{TAKEOVER_SUFFIX}"
+    if not _create_exclusive(fs, marker, data):
+        held = _read_or_none(fs, marker)
+        if held is None:
+            raise LockedError(f"another job took over the stale lock of {url} just now; try again")
+        # A marker outlives its job only if that job died inside the takeover itself.
+        reason = _stale_reason(fs, marker, held, url)
+        fs.rm_file(marker)
+        raise LockedError(f"{url}: removed an abandoned takeover marker ({reason}); run again")
+    try:
+        if _read_or_none(fs, path) != stale:
+            raise LockedError(f"another job took over the stale lock of {url} just now; try again")
+        put_atomic(fs, path, data)
+    finally:
+        fs.rm_file(marker)
+
+
 @contextlib.contextmanager
 def lock(url: str, job: str) -> Iterator[dict]:
     """Hold SHARDDIR's writer lock for the block.
 
-    A lock left by a dead process on this host is taken over (the pid is checked); a lock from another host
-    cannot be checked, so the error names the file to delete once the user knows that job is gone.
+    A lock left by a dead process on this host is taken over (pid and process start time are checked), an
+    unreadable one once it is ``LOCK_GRACE_SECONDS`` old; a lock from another host cannot be checked, so the error
+    names the file to delete once the user knows that job is gone.
     """
     fs, root = open_dir(url)
     path = f"{root}/{LOCK_NAME}"
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": now(), "job": job}
+    owner = {"pid": os.getpid(), "started": _process_started(), "host": socket.gethostname(), "since": now(),
+             "job": job, "token": uuid.uuid4().hex}
     data = json.dumps(owner).encode()
-    if not _create_exclusive(fs, path, data):
-        try:
-            held = json.loads(fs.cat_file(path))
-        except (OSError, ValueError):
-            held = {}
-        stale = held.get("host") == owner["host"] and isinstance(held.get("pid"), int) and not _pid_alive(held["pid"])
-        if not stale:
-            raise LockedError(
-                f"{url} is being written by another job (pid {held.get('pid')} on {held.get('host')} since "
-                f"{held.get('since')}, job {held.get('job')}). Wait for it to finish; if that job is gone, delete "
-                f"{url.rstrip('/')}/{LOCK_NAME} and run again.")
-        fs.rm_file(path)
-        if not _create_exclusive(fs, path, data):
-            raise LockedError(f"{url} was locked by another job while a stale lock was being replaced; try again")
+    while not _create_exclusive(fs, path, data):
+        held = _read_or_none(fs, path)
+        if held is None:
+            continue  # released between our two looks: create again
+        reason = _stale_reason(fs, path, held, url)
+        _take_over(fs, path, held, data, url)
+        logger.warning("took over the lock of %s (%s)", url, reason)
+        break
     try:
         yield owner
     finally:
-        fs.rm_file(path)
+        if _read_or_none(fs, path) == data:
+            fs.rm_file(path)
+        else:
+            logger.warning("the lock of %s is no longer ours at release; left it in place", url)

@@ -89,6 +89,54 @@ def test_second_job_on_a_locked_sharddir_refuses(shard_set, tmp_path, prefect_ha
     (shard_set / "set" / ".lock").unlink(missing_ok=True)
 
 
+_CONTENDER = """
+import sys, time
+from pathlib import Path
+from tasks import shards
+
+real = shards._pid_alive
+
+
+def slow(*args):  # widen the window between the liveness check and the takeover
+    alive = real(*args)
+    time.sleep(0.3)
+    return alive
+
+
+shards._pid_alive = slow
+print("ready", flush=True)
+while not Path(sys.argv[2]).exists():
+    time.sleep(0.005)
+try:
+    with shards.lock(sys.argv[1], "contender"):
+        print("held", flush=True)
+        time.sleep(1.0)
+except shards.LockedError as exc:
+    print("refused", exc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("contenders", [2, 3])
+def test_racing_processes_take_over_a_stale_lock_one_at_a_time(tmp_path, contenders):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / ".lock").write_text(
+        f'{{"pid": {int(dead.stdout)}, "host": "{socket.gethostname()}", "job": "crashed"}}')
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _CONTENDER, str(tmp_path), str(go)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True) for _ in range(contenders)]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready"
+        go.touch()
+        outcomes = [proc.communicate(timeout=60)[0].split()[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert sorted(outcomes) == ["held"] + ["refused"] * (contenders - 1)
+    assert not (tmp_path / ".lock").exists(), "the winner releases its lock"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go"]
+
+
 def test_killed_job_then_rerun_stores_each_item_once(tmp_path, dev_images, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 

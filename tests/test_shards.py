@@ -108,6 +108,42 @@ def test_lock_from_another_host_is_not_taken_over(tmp_path):
             pass
 
 
+@pytest.mark.parametrize("content", [b"", b"{\"pid\": 1", b"[]"])
+def test_unreadable_lock_is_taken_over_only_after_the_grace_period(tmp_path, content):
+    import os
+    import time
+
+    lock = tmp_path / shards.LOCK_NAME
+    lock.write_bytes(content)  # what a full disk at creation, or a crash, leaves behind
+    with pytest.raises(shards.LockedError, match="unreadable lock"):
+        with shards.lock(str(tmp_path), "job"):
+            pass
+    assert lock.read_bytes() == content
+    old = time.time() - shards.LOCK_GRACE_SECONDS - 1
+    os.utime(lock, (old, old))
+    with shards.lock(str(tmp_path), "job") as owner:
+        assert json.loads(lock.read_text())["token"] == owner["token"]
+    assert not lock.exists() and not list(tmp_path.iterdir())
+
+
+def test_lock_of_a_reused_pid_is_taken_over(tmp_path):
+    import os
+    import socket
+
+    # Our own pid, but a process start time that is not ours: the owner is gone and its pid was reused.
+    held = {"pid": os.getpid(), "started": 1.0, "host": socket.gethostname(), "job": "old"}
+    (tmp_path / shards.LOCK_NAME).write_text(json.dumps(held))
+    with shards.lock(str(tmp_path), "job") as owner:
+        assert json.loads((tmp_path / shards.LOCK_NAME).read_text())["token"] == owner["token"]
+
+
+def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
+    lock = tmp_path / shards.LOCK_NAME
+    with shards.lock(str(tmp_path), "job"):
+        lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "job": "other"}))  # someone else's now
+    assert json.loads(lock.read_text())["job"] == "other"
+
+
 @pytest.mark.parametrize("path, expected", [
     ("a/photo.jpg", "a/photo.jpg.png"), ("scan.PNG", "scan.PNG"), ("x", "x.png")])
 def test_output_name_for_coded_items(path, expected):
