@@ -8,7 +8,7 @@ from prefect import flow
 from flows.cluster import dask_client
 from flows.settings import ConfigError, Settings
 from tasks import ingest
-from tasks.sources import normalise_url
+from tasks.sources import Member, normalise_url
 
 MAX_LISTED = 50
 
@@ -34,16 +34,12 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
         listing = ingest.list_source(url)
         if listing["missing"]:
             raise ConfigError(f"{listing['missing']}; give a folder, a glob, a .tar/.tar.gz/.zip or an fsspec URL")
-        members, damage = [tuple(member) for member in listing["members"]], listing["damage"]
-        listed = set(members)
-        # A file is re-probed when its size changed; same path and size is taken as the same file.
-        kept = {path: row for path, row in previous.items() if (path, row["size"]) in listed}
-        new = [(path, size) for path, size in members if path not in kept]
+        members, damage = [Member(*member) for member in listing["members"]], listing["damage"]
+        kept, new = ingest.plan_probe(previous, members)
         probed = ingest.probe_files(url, new, max_pixels, max_bytes) if new else []
 
-    changed = sum(1 for path, _ in new if path in previous)
-    # Earlier rows keep their place (and their ok/duplicate roles); new files follow in source order.
-    rows = ingest.resolve_duplicates(list(kept.values()) + probed)
+    merged, seen = ingest.merge_rows(previous, kept, probed, members)
+    rows = ingest.resolve_duplicates(merged)
     catalog = ingest.write_catalog(workdir, rows, url, max_pixels)
     counts = ingest.summarise(rows)
     problems = [damage] if damage else []
@@ -56,8 +52,8 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
         problems.append(f"catalog has {len(rows)} rows for {len(members)} files seen")
     report = [
         f"source: {url}",
-        f"files seen: {len(members)} (new {len(new) - changed}, changed {changed}, already catalogued "
-        f"{len(kept)}, gone since last run {len(set(previous) - {path for path, _ in members})})",
+        f"files seen: {len(members)} (new {seen['new']}, changed {seen['changed']}, already catalogued "
+        f"{seen['same']}, gone since last run {len(set(previous) - {m.path for m in members})})",
         f"ok {counts['ok']} + duplicate {counts['duplicate']} + rejected {counts['rejected']} = {len(rows)}",
     ]
     if counts["errors"]:

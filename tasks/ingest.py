@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from prefect import task
 
-from tasks.sources import DamagedArchive, SourceError, open_source
+from tasks.sources import DamagedArchive, Member, SourceError, open_source
 
 CATALOG_VERSION = "1"
 CATALOG_NAME = "catalog.parquet"
@@ -32,6 +32,7 @@ CATALOG_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("path", pa.string()),
     ("size", pa.int64()),
+    ("modified", pa.string()),  # the source's version stamp when the file was read (sources.Member.modified)
     ("status", pa.string()),
     ("duplicate_of", pa.string()),
     ("format", pa.string()),
@@ -147,7 +148,7 @@ def probe_batch(url: str, members: list[tuple[str, int]], max_pixels: int, max_b
 
 
 def list_members(url: str) -> dict:
-    """``{"members": [(path, size)] in source order, "damage": str | None, "missing": str | None}``.
+    """``{"members": [Member] in source order, "damage": str | None, "missing": str | None}``.
 
     ``damage`` says an archive broke part way (the members before it are kept); ``missing`` that the source
     does not exist (a user error: returned, not raised, so that it is not retried).
@@ -162,6 +163,33 @@ def list_members(url: str) -> dict:
         damage = f"{exc}; the {len(members)} members before the damage are catalogued"
         return {"members": members, "damage": damage, "missing": None}
     return {"members": members, "damage": None, "missing": None}
+
+
+def plan_probe(previous: dict[str, dict], members: list[Member]) -> tuple[dict[str, dict], list[tuple[str, int]]]:
+    """The earlier rows still true of the source, and the ``(path, size)`` of every file to read: new files and
+    files whose size or version stamp changed (or is unknown, as in catalogs written before stamps existed)."""
+    kept = {}
+    for path, size, modified in members:
+        row = previous.get(path)
+        if row is not None and modified and (row["size"], row.get("modified")) == (size, modified):
+            kept[path] = row
+    return kept, [(path, size) for path, size, _ in members if path not in kept]
+
+
+def merge_rows(previous: dict[str, dict], kept: dict[str, dict], probed: list[dict],
+               members: list[Member]) -> tuple[list[dict], dict[str, int]]:
+    """Catalog rows in order (before duplicates are resolved), and how many files are new, changed or the same.
+
+    A re-read file whose content is the same (its id did not change) keeps its place and so its ok/duplicate
+    role; changed and new files follow in source order, like a grown source's additions.
+    """
+    stamps = {path: modified for path, _, modified in members}
+    fresh = {row["path"]: {**row, "modified": stamps[row["path"]]} for row in probed}
+    same = {path for path, row in fresh.items() if path in previous and previous[path]["id"] == row["id"]}
+    rows = [fresh[path] if path in same else row for path, row in previous.items() if path in kept or path in same]
+    rows += [row for path, row in fresh.items() if path not in same]
+    new = sum(1 for path in fresh if path not in previous)
+    return rows, {"new": new, "changed": len(fresh) - new - len(same), "same": len(kept) + len(same)}
 
 
 def make_batches(members: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:

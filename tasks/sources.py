@@ -1,7 +1,7 @@
 """Where images come from: a folder, a glob, a tar/zip archive, on local disk or behind any fsspec URL.
 
-``open_source(url)`` picks the reader from the URL. Every reader lists members as ``(path, size)`` and reads
-them back by ``path``. Safety rules live in the read methods, so every caller gets them (the catalog, the
+``open_source(url)`` picks the reader from the URL. Every reader lists members as ``Member(path, size,
+modified)`` and reads them back by ``path``. Safety rules live in the read methods, so every caller gets them (the catalog, the
 compressor reading files back, a catalog someone edited by hand):
 
 - names with ``..`` or an absolute path are refused (nothing is ever written from a member name here, and
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import lzma
 import os
 import posixpath
@@ -28,6 +29,7 @@ import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -37,6 +39,21 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz
 ZIP_SUFFIXES = (".zip",)
 # Remote files are fetched this many at a time: concurrent requests, bounded memory.
 _REMOTE_READ_GROUP = 8
+# Listing fields that change when a remote object is rewritten, best first (S3's ETag is a content hash for
+# single-part uploads; memory:// only records when a file was created).
+_VERSION_KEYS = ("ETag", "LastModified", "mtime", "created")
+_HASH_CHUNK = 2**20
+
+
+class Member(NamedTuple):
+    """One listed file. ``modified`` is what the source says about the file's version, so that a rerun can tell
+    a changed file without reading it: the mtime (ns) of a local file, the ETag or modification time of a remote
+    object, the sha256 of a tar member (hashed while listing), the CRC-32 of a zip member; "" when the source says
+    nothing or the member is not a regular file."""
+
+    path: str
+    size: int
+    modified: str
 
 
 class SourceError(Exception):
@@ -92,7 +109,7 @@ class Source:
 
     url: str
 
-    def iter_members(self) -> Iterator[tuple[str, int]]:
+    def iter_members(self) -> Iterator[Member]:
         raise NotImplementedError
 
     def read_many(self, paths: Iterable[str], max_bytes: int | None = None,
@@ -167,23 +184,26 @@ class TreeSource(Source):
     def _relative(self, full: str) -> str:
         return full[len(self.root):].lstrip("/")
 
-    def iter_members(self) -> Iterator[tuple[str, int]]:
+    def iter_members(self) -> Iterator[Member]:
         entries = self._walk_local() if self.local else self._walk_remote()
-        for full, size in sorted(entries):
+        for full, size, modified in sorted(entries):
             if self.pattern is None or self.pattern.match(full):
-                yield self._relative(full), size
+                yield Member(self._relative(full), size, modified)
 
-    def _walk_local(self) -> Iterator[tuple[str, int]]:
+    def _walk_local(self) -> Iterator[tuple[str, int, str]]:
         # os.walk does not descend into symlinked folders; they are listed as members (and refused on read)
         # so that nothing under the source disappears without a catalog row.
         for folder, dirs, files in os.walk(self.root):
             for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
                 full = os.path.join(folder, name)
                 checked = self._inspect_local(full)
-                yield full, (0 if isinstance(checked, SourceError) else checked)
+                if isinstance(checked, SourceError):
+                    yield full, 0, ""
+                else:
+                    yield full, checked.st_size, str(checked.st_mtime_ns)
 
-    def _inspect_local(self, full: str) -> int | SourceError:
-        """Size of a readable regular file, or why it must not be opened (checked without opening it)."""
+    def _inspect_local(self, full: str) -> os.stat_result | SourceError:
+        """Status of a readable regular file, or why it must not be opened (checked without opening it)."""
         path = self._relative(full)
         # Resolving the whole path also catches a link in a parent folder (a hand-edited catalog path).
         root = os.path.realpath(self.root)
@@ -197,14 +217,15 @@ class TreeSource(Source):
             raise
         if not stat.S_ISREG(st.st_mode):
             return NotRegular(f"{path} is not a regular file (folder link, device or fifo)")
-        return st.st_size
+        return st
 
-    def _walk_remote(self) -> Iterator[tuple[str, int]]:
+    def _walk_remote(self) -> Iterator[tuple[str, int, str]]:
         self.fs.invalidate_cache(self.root)  # long-lived workers must see files added since the last run
         found = self.fs.find(self.root, detail=True)
         for full, info in found.items():
             if info.get("type", "file") == "file":
-                yield full.rstrip("/"), int(info.get("size") or 0)
+                version = next((info[key] for key in _VERSION_KEYS if info.get(key) is not None), "")
+                yield full.rstrip("/"), int(info.get("size") or 0), str(version)
 
     def _read_many(self, paths, max_bytes):
         if self.local:
@@ -218,10 +239,10 @@ class TreeSource(Source):
         try:
             check_name(path)
             full = os.path.join(self.root, path)
-            size = self._inspect_local(full)
-            if isinstance(size, SourceError):
-                return size
-            if problem := _too_large(path, size, max_bytes):
+            st = self._inspect_local(full)
+            if isinstance(st, SourceError):
+                return st
+            if problem := _too_large(path, st.st_size, max_bytes):
                 return problem
             with open(full, "rb") as handle:
                 data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
@@ -295,8 +316,22 @@ class TarSource(Source):
             raise DamagedArchive(f"{self.url} is damaged or truncated: {exc}") from None
 
     def iter_members(self):
-        for _, info in self._entries():
-            yield _member_name(info.name), (info.size if info.isreg() else 0)
+        for tar, info in self._entries():
+            path = _member_name(info.name)
+            if not info.isreg():
+                yield Member(path, 0, "")
+                continue
+            # The stream passes over every member's bytes anyway, so hashing them is cheap, and it tells a
+            # changed member even when the archive was rebuilt with the old (or fixed) mtimes.
+            digest = hashlib.sha256()
+            try:
+                member = tar.extractfile(info)
+                while chunk := member.read(_HASH_CHUNK):
+                    digest.update(chunk)
+            except _ARCHIVE_DAMAGE as exc:
+                yield Member(path, info.size, "")
+                raise DamagedArchive(f"{self.url} is damaged or truncated: {exc}") from None
+            yield Member(path, info.size, f"sha256:{digest.hexdigest()}")
 
     def _read_many(self, paths, max_bytes):
         wanted = set(paths)
@@ -352,7 +387,8 @@ class ZipSource(Source):
         with raw, archive:
             for info in archive.infolist():
                 if not info.is_dir():
-                    yield _member_name(info.filename), (0 if _zip_is_link(info) else info.file_size)
+                    yield Member(_member_name(info.filename), 0 if _zip_is_link(info) else info.file_size,
+                                 f"crc32:{info.CRC:08x}")
 
     def _read_many(self, paths, max_bytes):
         raw, archive = self._open()

@@ -1,23 +1,29 @@
 """Ingest: the probe on every kind of good and bad file, and the flow on real tar, zip, folder and memory sources."""
 from __future__ import annotations
 
+import hashlib
+import os
+
 import fsspec
 import pyarrow.parquet as pq
 import pytest
-from fixtures_archives import (TEST_MAX_BYTES, Case, bomb_png, common_cases, expected_rows, folder_extras,
-                               local_cluster, rgb_jpeg, rgb_png, tar_extras, write_folder, write_fs, write_tar,
-                               write_zip, zip_extras)
+from fixtures_archives import (TEST_MAX_BYTES, Case, _noise, bomb_png, common_cases, encode, expected_rows,
+                               folder_extras, local_cluster, rgb_jpeg, rgb_png, tar_extras, write_folder, write_fs,
+                               write_tar, write_zip, zip_extras)
+from PIL import Image
 
 from flows.ingest import ingest_flow
 from flows.settings import ConfigError
 from tasks.ingest import BATCH_FILES, CATALOG_SCHEMA, make_batches, probe_file
+from tasks.sources import open_source
 
 CASES = common_cases()
 READABLE = [case for case in CASES if case.read]
 
 
 def without_reason(rows):
-    return [{k: v for k, v in row.items() if k != "reason"} for row in rows]
+    """Rows without the free-text reason and the source's version stamp (a file's mtime)."""
+    return [{k: v for k, v in row.items() if k not in ("reason", "modified")} for row in rows]
 
 
 @pytest.mark.parametrize("case", READABLE, ids=[case.path for case in READABLE])
@@ -89,6 +95,7 @@ def _check_catalog(result, out, url, cases):
     assert table.schema.metadata[b"saepress.source"] == url.encode()
     rows = table.to_pylist()
     assert without_reason(rows) == expected_rows(cases)
+    assert all(row["modified"] for row in rows if row["size"])
     for row in rows:  # a one-line reason for every rejection, none otherwise
         assert (row["status"] == "rejected") == bool(row["reason"]) and "\n" not in (row["reason"] or "")
     counts = {s: sum(1 for c in cases if c.status == s) for s in ("ok", "duplicate", "rejected")}
@@ -142,6 +149,40 @@ def test_ingest_memory_source_is_idempotent_and_grows(tmp_path, thread_cluster):
     assert "(new 0, changed 1, already catalogued 16, gone since last run 1)" in changed["report"][1]
     row = [r for r in pq.read_table(out / "catalog.parquet").to_pylist() if r["path"] == "z/new.jpg"][0]
     assert row["format"] == "PNG"
+
+
+def _same_size_versions(tmp_path, kind: str, version: int) -> str:
+    """A source whose ``a/img.bmp`` holds different pixels (same byte count) in each version; the rest stays."""
+    cases = [Case("a/img.bmp", encode(Image.fromarray(_noise(24, 16, 100 + version)), "BMP"), "ok"),
+             Case("b/keep.jpg", rgb_jpeg(30, 20, 3), "ok")]
+    if kind == "folder":
+        url = write_folder(tmp_path / "src", cases if version == 0 else cases[:1])
+        os.utime(url / "a/img.bmp", ns=(version * 10**9, version * 10**9))  # a copy that keeps old mtimes
+        return str(url)
+    if kind == "tar.gz":  # write_tar gives every member the same fixed mtime, like a reproducible build
+        return str(write_tar(tmp_path / "src.tar.gz", cases))
+    if kind == "zip":
+        return str(write_zip(tmp_path / "src.zip", cases))
+    return _memory_source("rewritten", cases) if version == 0 else \
+        "memory://" + write_fs(fsspec.filesystem("memory"), "/ingest-test/rewritten", cases[:1])
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("kind", ["folder", "tar.gz", "zip", "memory"])
+def test_a_file_rewritten_with_the_same_size_is_catalogued_again(tmp_path, kind, request):
+    cluster = request.getfixturevalue("thread_cluster" if kind == "memory" else "process_cluster")
+    out = tmp_path / "work"
+    url = _same_size_versions(tmp_path, kind, 0)
+    ingest_flow(url, str(out), dask_address=cluster)
+    before = {r["path"]: r for r in pq.read_table(out / "catalog.parquet").to_pylist()}
+    assert _same_size_versions(tmp_path, kind, 1) == url
+    again = ingest_flow(url, str(out), dask_address=cluster)
+    after = {r["path"]: r for r in pq.read_table(out / "catalog.parquet").to_pylist()}
+    assert after["a/img.bmp"]["size"] == before["a/img.bmp"]["size"]
+    data = open_source(url).read("a/img.bmp")
+    assert after["a/img.bmp"]["id"] == hashlib.sha256(data).hexdigest() != before["a/img.bmp"]["id"]
+    assert after["b/keep.jpg"] == before["b/keep.jpg"]
+    assert "changed 1, already catalogued 1," in again["report"][1]
 
 
 @pytest.mark.usefixtures("prefect_harness")

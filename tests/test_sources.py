@@ -38,8 +38,10 @@ def source_url(request, tmp_path) -> str:
     return f"memory://{root}/src.tar.gz"
 
 
-def test_lists_every_file_with_its_size(source_url):
-    assert list(open_source(source_url).iter_members()) == [(c.path, len(c.data)) for c in CASES]
+def test_lists_every_file_with_its_size_and_version(source_url):
+    members = list(open_source(source_url).iter_members())
+    assert [(m.path, m.size) for m in members] == [(c.path, len(c.data)) for c in CASES]
+    assert all(m.modified for m in members)
 
 
 def test_read_many_returns_each_requested_file_once(source_url):
@@ -112,7 +114,7 @@ def test_glob_sources(tmp_path, pattern, expected, where):
     else:
         root = "memory://" + write_fs(fsspec.filesystem("memory"), _memory_root("glob"), CASES)
     src = open_source(f"{root}/{pattern}")
-    assert [path for path, _ in src.iter_members()] == expected
+    assert [member.path for member in src.iter_members()] == expected
     fixed = pattern.split("*")[0]
     assert dict(src.read_many(expected[:1])) == {expected[0]: FILES[fixed + expected[0]]}
 
@@ -124,11 +126,11 @@ def test_truncated_archive_keeps_members_before_the_damage(tmp_path):
     cut.write_bytes(data[: len(data) - 2000])
     listing = list_members(str(cut))
     members, problem = listing["members"], listing["damage"]
-    assert [path for path, _ in members][:2] == ["a/photo.jpg", "a/red.png"]
+    assert [path for path, *_ in members][:2] == ["a/photo.jpg", "a/red.png"]
     assert problem and "damaged or truncated" in problem
-    results = dict(open_source(str(cut)).read_many([path for path, _ in members], errors="return"))
+    results = dict(open_source(str(cut)).read_many([path for path, *_ in members], errors="return"))
     assert results["a/red.png"] == FILES["a/red.png"]
-    assert all(isinstance(results[p], TruncatedMember) for p, _ in members if p.startswith("z/"))
+    assert all(isinstance(results[p], TruncatedMember) for p, *_ in members if p.startswith("z/"))
 
 
 def test_missing_source_is_reported(tmp_path):
