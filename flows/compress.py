@@ -7,6 +7,7 @@ A crash loses at most the uncommitted batches; the next run skips everything com
 """
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import uuid
@@ -27,6 +28,8 @@ from tasks import shards
 COMMIT_SECONDS = 20.0
 DEFAULT_QUALITY = 50.0
 CATALOG = "catalog.parquet"
+# Written by decompress beside the files when a name had to be shortened: {original path: name written}.
+RENAMED = "saepress-renamed.json"
 
 
 def _rate(quality: float | None, target_bpp: float | None, target_psnr: float | None) -> dict[str, float]:
@@ -338,7 +341,7 @@ def decompress_flow(sharddir: str, out: str, dask_address: str | None = None) ->
             continue
         names[name] = path
         targets.setdefault(shard, {}).setdefault(item, []).append(path)
-    written, size = 0, 0
+    written, size, renamed = 0, 0, {}
     with dask_client(settings) as client:
         entries = {entry["name"]: entry for entry in manifest["shards"]}
         futures = [client.submit(units.decompress_shard, sharddir, shard, items, out, entries.get(shard),
@@ -353,6 +356,13 @@ def decompress_flow(sharddir: str, out: str, dask_address: str | None = None) ->
             written += result["written"]
             size += result["bytes"]
             problems += result["problems"]
+            renamed.update(result["renamed"])
+    if renamed:
+        out_fs, out_root = shards.open_dir(out)
+        mapping = f"{out_root}/{RENAMED}"
+        shards.put_atomic(out_fs, mapping, json.dumps(renamed, indent=1, sort_keys=True).encode())
+        problems += [f"{path}: name too long for {out}; written as {name} (all renames in {mapping})"
+                     for path, name in sorted(renamed.items())]
     elapsed = time.time() - started
     report = [f"decompress {sharddir} -> {out}: {written} of {len(names)} file(s), {_mb(size)}, {elapsed:.1f} s, "
               f"{written / elapsed if elapsed else 0:.1f} files/s"]

@@ -4,6 +4,7 @@ Workers load the model from ``SHARDDIR/models/<fingerprint>/`` (never from the r
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import posixpath
@@ -206,10 +207,12 @@ def decompress_shard(sharddir: str, shard: str, targets: dict[str, list[str]], o
 
     ``entry``: the shard's manifest entry. A shard whose bytes differ from it is reported as damaged
     (a flipped byte outside every item's CRC would otherwise pass unseen); its items are still
-    restored where their own checks hold."""
+    restored where their own checks hold. Each output path is written on its own: one that cannot be written
+    is reported and the others still are; a name too long for the output filesystem is shortened
+    (``renamed``: original path -> the name written). A full disk stops the shard, reported once."""
     fs, root = shards.open_dir(sharddir)
     out_fs, out_root = shards.open_dir(out)
-    written, size, problems = 0, 0, []
+    written, size, problems, renamed = 0, 0, [], {}
     try:
         data = fs.cat_file(f"{root}/{shard}")
         if entry is not None and not shards.matches_entry(data, entry):
@@ -217,7 +220,8 @@ def decompress_shard(sharddir: str, shard: str, targets: dict[str, list[str]], o
                             "items restored only where their own CRC holds")
         table = shards.read_shard_bytes(data, ids=list(targets))
     except (OSError, ValueError) as exc:
-        return {"written": 0, "bytes": 0, "problems": [f"{shard}: unreadable ({exc}); {len(targets)} item(s) lost"]}
+        return {"written": 0, "bytes": 0, "renamed": {},
+                "problems": [f"{shard}: unreadable ({exc}); {len(targets)} item(s) lost"]}
     found = set()
     for row in table.to_pylist():
         found.add(row["id"])
@@ -228,15 +232,61 @@ def decompress_shard(sharddir: str, shard: str, targets: dict[str, list[str]], o
             continue
         for path in targets[row["id"]]:
             try:
-                name = safe_relative(output_name(path, row["kind"]))
+                name = write_output(out_fs, out_root, safe_relative(output_name(path, row["kind"])), data)
             except ItemError as exc:
                 problems.append(str(exc))
                 continue
-            shards.put_atomic(out_fs, f"{out_root}/{name}", data)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    problems.append(f"disk full at {out_root}/{path}: free space and run decompress again; "
+                                    f"the rest of {shard} was not written")
+                    return {"written": written, "bytes": size, "renamed": renamed, "problems": problems}
+                problems.append(f"{path}: cannot be written under {out} ({exc.strerror or exc}); left out")
+                continue
+            if name != output_name(path, row["kind"]):
+                renamed[path] = name
             written += 1
             size += len(data)
     problems += [f"{shard}: item {item[:12]} missing; paths {targets[item]}" for item in set(targets) - found]
-    return {"written": written, "bytes": size, "problems": problems}
+    return {"written": written, "bytes": size, "renamed": renamed, "problems": problems}
+
+
+# Name lengths tried when a name is too long for the output filesystem: ext4/xfs/btrfs allow 255 bytes, some
+# encrypted or network filesystems less.
+NAME_BYTES = (255, 143)
+
+
+def write_output(fs, root: str, name: str, data: bytes) -> str:
+    """Write ``data`` at ``root/name``, shortening the file and folder names that are too long; the name used.
+
+    A shortened component keeps its start and its extension and gains ``~`` and 8 hex digits of the hash of
+    the whole original name, so two long names never end up as one file.
+    """
+    candidates = [name] + [shortened(name, limit) for limit in NAME_BYTES]
+    for candidate in dict.fromkeys(candidates):
+        try:
+            shards.put_atomic(fs, f"{root}/{candidate}", data)
+            return candidate
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            last = exc
+    raise last
+
+
+def shortened(name: str, limit: int) -> str:
+    """``name`` with every path component cut to at most ``limit`` UTF-8 bytes (see write_output)."""
+    tag = "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    parts = []
+    for part in name.split("/"):
+        if len(part.encode()) <= limit:
+            parts.append(part)
+            continue
+        stem, dot, ext = part.rpartition(".")
+        stem, ext = (stem, dot + ext) if dot and len(ext) <= 16 and stem else (part, "")
+        room = limit - len(tag.encode()) - len(ext.encode())
+        parts.append(stem.encode()[:room].decode(errors="ignore") + tag + ext)
+    return "/".join(parts)
 
 
 # ---------------------------------------------------------------- planning and accounting (driver side)

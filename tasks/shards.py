@@ -132,12 +132,18 @@ def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Make ``path`` hold ``data`` all at once: temp name + rename locally, a single PUT on object stores."""
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     if is_local(fs):
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        # Not ``path`` + a suffix: a legal 255-byte name would make the temp name too long.
+        tmp = posixpath.join(posixpath.dirname(path), f".{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a full disk must not leave half a file behind
+            raise
     else:
         fs.pipe_file(path, data)
 

@@ -1,6 +1,7 @@
 """Shard files, manifest generations, the writer's lock, and the planning/accounting the driver does."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -149,6 +150,47 @@ def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
 def test_output_name_for_coded_items(path, expected):
     assert units.output_name(path, "coded") == expected
     assert units.output_name(path, "passthrough") == path
+
+
+@pytest.fixture(scope="module")
+def coded_shard(tmp_path_factory):
+    """A shard set with one coded image and one verbatim file, written with the shipped model."""
+    import numpy as np
+    from PIL import Image
+
+    from sae_model import Codec
+
+    codec = Codec.pretrained()
+    root = tmp_path_factory.mktemp("coded")
+    codec.save(root / "models" / codec.fingerprint)
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 24, 3), dtype=np.uint8)
+    stream = codec.encode(Image.fromarray(pixels), quality=50)
+    coded = dict(_row("c" * 64, stream, "coded"), width=24, height=16, mode="RGB", format="PNG",
+                 model_fingerprint=codec.fingerprint)
+    data = shards.shard_bytes([coded, _row(hashlib.sha256(b"verbatim").hexdigest(), b"verbatim")], {})
+    fs, base = shards.open_dir(str(root))
+    shards.put_atomic(fs, f"{base}/shards/s.parquet", data)
+    return root, {"name": "shards/s.parquet", "rows": 2, "bytes": len(data), "sha256": shards.sha256_hex(data)}
+
+
+@pytest.mark.parametrize("long_name", ["x" * 255, "d/" + "é" * 127 + ".jpg", "y" * 300 + "/z.tif"])
+def test_each_output_path_is_written_alone_and_long_names_are_shortened(coded_shard, tmp_path, long_name):
+    root, entry = coded_shard
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "blocked").write_bytes(b"a file where a folder is needed")
+    targets = {"c" * 64: [long_name, "ok/short.jpg", "blocked/image.jpg"],
+               hashlib.sha256(b"verbatim").hexdigest(): ["v" * 255]}
+    result = units.decompress_shard(str(root), entry["name"], targets, str(out), entry)
+    assert result["written"] == 3, result  # the long name (shortened), the short one, and a legal 255-byte name
+    assert [p for p in result["problems"] if "blocked/image.jpg" in p and "left out" in p] == result["problems"]
+    assert (out / ("v" * 255)).read_bytes() == b"verbatim"
+    assert list(result["renamed"]) == [long_name]
+    written = out / result["renamed"][long_name]
+    assert written.read_bytes() == (out / "ok/short.jpg.png").read_bytes()
+    assert all(len(part.encode()) <= 255 for part in written.relative_to(out).parts)
+    assert written.suffix == ".png" and "~" in str(written.relative_to(out))
+    assert not [p for p in out.rglob("*.tmp")]
 
 
 @pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../x", "C:/x", "..", ""])
