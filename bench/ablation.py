@@ -17,11 +17,12 @@ The mixture rows share sae_model's coder and tables; the SAE rows keep its colou
 
 Columns: BD-rate vs JPEG (PIL, 4:2:0, optimised Huffman), computed per image and averaged,
 exactly as rd.py does; negative = fewer bytes at equal RGB PSNR.
-- "with rate tools": the codec's encoder defaults: deadzone rounding 0.33, chroma step
-  0.625 x luma step, block-mean step 0.75 x step / 8 and, for the mixtures, the member chosen
-  per block by rate-distortion cost (lambda 0.2). The SAEs have no choice to make.
-- "without": rd.NO_RATE_TOOLS: rounding 0.5, chroma and luma steps equal, block-mean step
-  step / 8, mixture member chosen by distortion only.
+- "with rate tools": the encoder's defaults (sae_model.EncoderSettings): rounding 0.5 with
+  rate-distortion optimised levels and end of block (rdoq), chroma step 0.625 x luma step,
+  block-mean step 0.75 x step / 8 and, for the mixtures, the member chosen per block by
+  rate-distortion cost (lambda 0.07 step**2 per bit). The SAEs use the rounding and steps only.
+- "without": rd.NO_RATE_TOOLS: rounding 0.5 without rdoq, chroma and luma steps equal,
+  block-mean step step / 8, mixture member chosen by distortion only (lambda 0).
 """
 
 from __future__ import annotations
@@ -68,10 +69,10 @@ def ablation_table(images, quick: bool, images_dir=DEFAULT_IMAGES, log=print) ->
     rows = []
     for name, model in ablation_models(Path(images_dir), quick).items():
         row = {"model": name, "bd_rate_vs_jpeg": {}, "mean_curve": {}}
-        for col, settings in (("with_rate_tools", {}), ("without", rd.NO_RATE_TOOLS)):
+        for col, settings in (("with_rate_tools", None), ("without", rd.NO_RATE_TOOLS)):
             t0 = time.perf_counter()
             label = f"{name} {col}"
-            cur = evaluate.codec_curve(model, images, evaluate.QUALITIES["saepress"], name=label, **settings)
+            cur = evaluate.codec_curve(model, images, evaluate.QUALITIES["saepress"], name=label, settings=settings)
             entry = evaluate.summarise(jpeg + cur)["codecs"][label]
             row["bd_rate_vs_jpeg"][col] = entry["bd_rate_vs_jpeg"]
             row["mean_curve"][col] = {"bpp": entry["bpp"], "psnr": entry["psnr"]}

@@ -22,11 +22,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from sae_model import Codec, TrainConfig, Trainer, evaluate, sample_patches  # noqa: E402
+from sae_model import Codec, EncoderSettings, TrainConfig, Trainer, evaluate, sample_patches  # noqa: E402
 from sae_model.pretrained import TRAIN_FILES, held_out  # noqa: E402
 
 # "without rate tools": plain rounding, member by distortion only, equal steps
-NO_RATE_TOOLS = {"rounding": 0.5, "lam": 0.0, "rdoq": False, "chroma_ratio64": 64, "dc_ratio64": 8}
+NO_RATE_TOOLS = EncoderSettings(rounding=0.5, lam=0.0, rdoq=False, chroma_ratio64=64, dc_ratio64=8)
 
 
 def ablation_models(images_dir: Path, shipped: Codec) -> dict:
@@ -88,15 +88,15 @@ def main(argv=None) -> None:
         row = []
         for tools in (True, False):
             label = f"{name} {'tools' if tools else 'plain'}"
-            settings = {} if tools else NO_RATE_TOOLS
-            cur = evaluate.codec_curve(model, images, evaluate.QUALITIES["saepress"], name=label, **settings)
+            settings = None if tools else NO_RATE_TOOLS
+            cur = evaluate.codec_curve(model, images, evaluate.QUALITIES["saepress"], name=label, settings=settings)
             row.append(evaluate.summarise(jpeg + cur)["codecs"][label]["bd_rate_vs_jpeg"])
         table[name] = row
         print(f"{name:<40} {row[0]:>+15.1f}% {row[1]:>+9.1f}%")
     dct = table["DCT control (K=1)"][0]
     for name, row in table.items():
         print(f"  {name}: {((1 + row[0] / 100) / (1 + dct / 100) - 1) * 100:+.1f}% rate vs the DCT control")
-    print("seed L1 overcomplete SAE, top-k SAE: not in this table (no real bitstream coder for them)")
+    print("seed L1 overcomplete SAE, top-k SAE: see bench/ablation.py (their coder: bench/sae_baselines.py)")
     (out / "ablation.json").write_text(json.dumps(table, indent=1))
 
 

@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sae_model import Codec, imageio
-from sae_model.codec import (CHROMA_RATIO64, DC_RATIO64, ROUNDING, SUBSAMPLE_BELOW,
-                              quality_to_step16)
+from sae_model import Codec, EncoderSettings, imageio
+from sae_model.encoder import colour_planes, quality_to_step16
 from sae_model import blockcoder, planes
 from sae_model import rangecoder as rc
 from sae_model.patches import patches_to_blocks
@@ -120,7 +119,7 @@ def _code_dc(mode, st, buf, model, hb, wb, n_nonzero, dcq, step16, dcr64):
 
 
 class SAECodec:
-    """encode(image, quality, **settings) -> bytes and decode(bytes) -> Image, the interface
+    """encode(image, quality, settings) -> bytes and decode(bytes) -> Image, the interface
     evaluate.codec_curve measures."""
 
     def __init__(self, sae: SAE, train_images, shipped: Codec, max_blocks: int = 40_000):
@@ -129,7 +128,7 @@ class SAECodec:
         rng = np.random.default_rng(0)
         per_class = {0: [], 1: []}
         for im in train_images:  # the codec's own planes (4:2:0 chroma): what the coder will see
-            for pc, plane, _ in Codec._planes(np.asarray(im.convert("RGB")), True, 16, 64):
+            for pc, plane, _ in colour_planes(np.asarray(im.convert("RGB")), True, 16, 64):
                 per_class[pc].append(_blocks(plane))
         self.train_codes = {}
         for pc, bl in per_class.items():
@@ -150,17 +149,17 @@ class SAECodec:
                                  for j in range(ATOMS)]
         return self._models[key]
 
-    def encode(self, image, quality: int = 50, rounding: float = ROUNDING, lam: float | None = None,
-               rdoq: bool | None = None, chroma_ratio64: int = CHROMA_RATIO64, dc_ratio64: int = DC_RATIO64) -> bytes:
-        """Defaults are the mixture's rate tools; `lam` (member choice) and `rdoq` (RD levels) have
-        no counterpart here and are accepted only so the mixture's settings dicts apply unchanged."""
+    def encode(self, image, quality: int = 50, settings: EncoderSettings = EncoderSettings()) -> bytes:
+        """The mixture's settings: rounding, chroma_ratio64, dc_ratio64 and subsample_below apply;
+        `lam` (member choice) and `rdoq` (RD levels) have no counterpart here."""
+        rounding, chroma_ratio64, dc_ratio64 = settings.rounding, settings.chroma_ratio64, settings.dc_ratio64
         px = np.asarray(image.convert("RGB"))
         h, w = px.shape[:2]
         step16 = quality_to_step16(quality)
         enc = constriction.stream.queue.RangeEncoder()
         dc_models = self.dc_models.fresh()
         dc_st, dc_buf = rc.new_encoder(), np.empty(64 + 16 * px.shape[0] * px.shape[1] // 64 * 3, np.uint8)
-        for pc, plane, s16 in Codec._planes(px, quality < SUBSAMPLE_BELOW, step16, chroma_ratio64):
+        for pc, plane, s16 in colour_planes(px, quality < settings.subsample_below, step16, chroma_ratio64):
             bl = _blocks(plane)
             mean = bl.mean(1)
             dcq = np.rint(mean * 1024.0 / (s16 * dc_ratio64)).astype(np.int64)
@@ -191,10 +190,10 @@ class SAECodec:
         dc_buf = np.frombuffer(data[start + n_ac:], np.uint8).copy()
         dc_st, dc_models = rc.new_decoder(dc_buf), self.dc_models.fresh()
         step16 = quality_to_step16(quality)
-        sub = quality < SUBSAMPLE_BELOW
+        sub = quality < EncoderSettings.subsample_below  # the header does not carry it
         m = 16 if sub else 8
         H, W = h + (-h % m), w + (-w % m)
-        cstep = max(1, (step16 * cr64 + 32) // 64)  # Codec._planes' chroma step
+        cstep = planes.chroma_step16(step16, cr64)
         rec = []
         for pc, s16, f in ((0, step16, 1), (1, cstep, 2 if sub else 1), (1, cstep, 2 if sub else 1)):
             hb, wb = H // f // 8, W // f // 8

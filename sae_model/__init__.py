@@ -8,6 +8,7 @@ from . import evaluate
 from .bitstream import FORMAT_VERSION, Header
 from .bitstream import read_header as _read_header
 from .codec import Codec
+from .encoder import EncoderSettings
 from .errors import (CodecError, CorruptStreamError, ModelMismatchError, UnsupportedImageError,
                      UnsupportedVersionError)
 from .evaluate import bd_rate, psnr
@@ -21,7 +22,7 @@ def read_header(data: bytes) -> Header:
     return _read_header(bytes(data[:128]))
 
 
-__all__ = ["Codec", "CodecError", "CorruptStreamError", "ModelMismatchError", "UnsupportedVersionError",
+__all__ = ["Codec", "EncoderSettings", "CodecError", "CorruptStreamError", "ModelMismatchError", "UnsupportedVersionError",
            "UnsupportedImageError", "PATCH_SPEC", "sample_patches", "TrainConfig", "Trainer", "train",
            "auto_device", "atoms_image", "read_header", "psnr", "bd_rate", "evaluate", "FORMAT_VERSION",
            "Header"]

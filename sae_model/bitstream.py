@@ -1,4 +1,4 @@
-"""saepress bitstream container, formats v1 and v2 (v2 is written; v1 is still read).
+"""saepress bitstream container, shared by every format version (formats/ holds the payloads).
 
 All integers are little-endian. A stream is::
 
@@ -27,12 +27,9 @@ All integers are little-endian. A stream is::
 
 Every length is checked against the real stream length before anything is allocated, and
 width*height is capped by MAX_PIXELS. The alpha section is the alpha plane, each row
-left-differenced mod 256, zlib-compressed. The payload is the tiles in raster order,
-each a u32 byte count followed by that many bytes of range-coder output: v2, bytes of
-rangecoder.py's coder holding blockcoder.py's symbols; v1, 32-bit words of constriction's
-range coder holding planes.py's v1 symbols (entropy.py). The two versions differ only in the
-payload and in the colour conversion (v2: postfilter.to_rgb, integer; v1: imageio, float32);
-postfilter.py holds the normative inverse transform and deblocking of both.
+left-differenced mod 256, zlib-compressed. The payload is the tiles (tile x tile pixels,
+raster order; tile_rects), each a u32 byte count followed by that many bytes; what those bytes
+hold is the format version's: sae_model/formats/v<N>.py.
 """
 
 from __future__ import annotations
@@ -46,8 +43,8 @@ import numpy as np
 from .errors import CorruptStreamError, UnsupportedVersionError
 
 MAGIC = b"SAEP"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 2  # written; every version up to it is read (formats.DECODERS)
+READABLE_VERSIONS = tuple(range(1, FORMAT_VERSION + 1))
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28
 MODES = ("L", "LA", "RGB", "RGBA")
@@ -73,10 +70,6 @@ class Header:
     dc_ratio64: int
     bias256: int
     tile: int
-    exif_len: int = 0
-    icc_len: int = 0
-    alpha_len: int = 0
-    payload_len: int = 0
 
     @property
     def subsampled(self) -> bool:
@@ -93,8 +86,9 @@ class Stream:
 
 
 def write(header: Header, exif: bytes, icc: bytes, alpha: bytes, payload: bytes) -> bytes:
+    """The stream: every field of `header`, the section lengths from the sections, the CRC."""
     head = _HEAD.pack(
-        MAGIC, FORMAT_VERSION, bytes.fromhex(header.fingerprint), header.width, header.height,
+        MAGIC, header.format_version, bytes.fromhex(header.fingerprint), header.width, header.height,
         MODES.index(header.mode), SOURCE_MODES.index(header.source_mode), header.flags,
         header.quality, header.step16, header.chroma_ratio64, header.dc_ratio64, header.bias256,
         header.tile, len(exif), len(icc), len(alpha), len(payload))
@@ -104,6 +98,11 @@ def write(header: Header, exif: bytes, icc: bytes, alpha: bytes, payload: bytes)
 
 def read_header(data: bytes) -> Header:
     """Parse and validate the fixed header (no CRC check, no model needed)."""
+    return _read_head(data)[0]
+
+
+def _read_head(data: bytes) -> tuple[Header, tuple[int, int, int, int]]:
+    """The header and the section lengths (EXIF, ICC, alpha, payload)."""
     data = bytes(data[:HEADER_SIZE]) if not isinstance(data, bytes) else data
     if len(data) < 5 or data[:4] != MAGIC:
         raise CorruptStreamError("not a saepress stream (bad magic)")
@@ -119,14 +118,14 @@ def read_header(data: bytes) -> Header:
         raise CorruptStreamError("bad mode/flags/quality field")
     if step16 < 1 or cr < 1 or dcr < 1 or bias > 127 or tile % 16 or not 16 <= tile <= 4096:
         raise CorruptStreamError("bad coding parameters")
-    return Header(version, fp.hex(), w, h, MODES[mode], SOURCE_MODES[smode], flags, quality,
-                  step16, cr, dcr, bias, tile, lexif, licc, lalpha, lpay)
+    return (Header(version, fp.hex(), w, h, MODES[mode], SOURCE_MODES[smode], flags, quality,
+                   step16, cr, dcr, bias, tile), (lexif, licc, lalpha, lpay))
 
 
 def parse(data: bytes) -> Stream:
     """Validate header, lengths and CRC; split the sections."""
-    header = read_header(data)
-    total = HEADER_SIZE + header.exif_len + header.icc_len + header.alpha_len + header.payload_len + 4
+    header, lengths = _read_head(data)
+    total = HEADER_SIZE + sum(lengths) + 4
     if len(data) != total:
         raise CorruptStreamError(f"stream length {len(data)} != {total} (truncated or trailing bytes)")
     (crc,) = struct.unpack_from("<I", data, total - 4)
@@ -134,7 +133,7 @@ def parse(data: bytes) -> Stream:
         raise CorruptStreamError("CRC mismatch")
     o = HEADER_SIZE
     parts = []
-    for n in (header.exif_len, header.icc_len, header.alpha_len, header.payload_len):
+    for n in lengths:
         parts.append(bytes(data[o:o + n]))
         o += n
     return Stream(header, *parts)
@@ -160,6 +159,13 @@ def decode_alpha(blob: bytes, height: int, width: int) -> np.ndarray:
 
 
 # ---- payload tiles ----
+
+def tile_rects(width: int, height: int, tile: int):
+    """(y0, x0, th, tw) of every tile, in payload order."""
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            yield y0, x0, min(tile, height - y0), min(tile, width - x0)
+
 
 def pack_tiles(tiles: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(t)) + t for t in tiles)

@@ -10,13 +10,12 @@ of earlier batches, so each batch (a block row, a band, a DC stage) is one code_
      contexts measured worse, their models learn too slowly within a tile).
   2. AC bands t = 0..NBANDS-1, in each band the blocks with eob > t in raster order, each
      block's positions BANDS[t]..BANDS[t+1]-1 in order. Context = prior bucket of (member,
-     position, step) * 45 + activity, the activity from the block's own last two
-     coefficients and nonzero count, the left + top blocks' absolute sums over bands < t and
-     the distance to the block's eob (the v1 contexts, so one table set serves both).
+     position, step) * N_ACTIVITY + activity (planes.py: the v1 contexts, so one table set
+     serves both).
   3. DC (quantised block means): the coarse grid at stride S by DPCM (left, or top for the
      first column, or mid-grey for the first), then for s = S/2..1 the centres, then the
      row and column edges of the stride-2s grid, each predicted by the rounded mean of its
-     decoded neighbours; context = stage, neighbour spread, eob bucket.
+     decoded neighbours; context = stage, neighbour spread, eob bucket (planes.py).
 AC and DC values are signed (rangecoder.code_batch: ranks, escapes under one extra context
 per kind, ESC_ROW). AC and DC models start from the model file's tables; eob and member
 models from small uniform counts (UNIFORM_COUNT), so they adapt fast.
@@ -28,10 +27,11 @@ import numpy as np
 from numba import njit
 
 from . import rangecoder as rc
-from .entropy import ALPHABET, ESC, ESC_BITS
 from .errors import CorruptStreamError
-from .planes import BANDS, NBANDS, NPOS, N_AC_CTX, N_DC_CTX
+from .planes import (BANDS, NBANDS, NPOS, N_AC_CTX, N_ACTIVITY, N_DC_CTX, N_EOB_BUCKET, N_NEIGHBOUR,
+                     N_SPREAD, N_TO_EOB, PlaneLevels)
 from .rangecoder import COUNT, DECODE, ENCODE
+from .tables import ALPHABET, ESC, ESC_BITS
 
 N_EOB_CTX = 4
 UNIFORM_COUNT = 16
@@ -39,8 +39,7 @@ AC_ESC_ROW, DC_ESC_ROW = N_AC_CTX, N_DC_CTX  # the escape model: one row past th
 # rank r -> value: 0, 1, -1, 2, -2, ...; RANK_ORDER[r] is the v1 table column (value + ESC)
 RANK_VALUE = np.array([0] + [(r + 1) // 2 * (1 if r % 2 else -1) for r in range(1, ALPHABET)])
 RANK_ORDER = RANK_VALUE + ESC
-_BANDS = np.array(BANDS, np.int64)
-MAX_BAND = int(np.diff(_BANDS).max())
+MAX_BAND = int(np.diff(BANDS).max())
 _DIAG = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.int64)
 _CROSS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], np.int64)
 
@@ -51,7 +50,7 @@ def _edges4(v):  # v1 buckets: edges (0, 2, 5, 11), side="right"
 
 
 @njit(cache=True)
-def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq, origin):
+def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, pb, members, Q, dcq, origin):
     """ac, dc, eobm, memm: models (counts, cum, meta) of this plane's class.
     members (nb,), Q (nb, 63), dcq (nb,): read when encoding/counting, written when decoding.
     pb: (K, 63) prior buckets of this plane's step; origin: the DC prediction of the first block."""
@@ -67,7 +66,7 @@ def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq
             for p in range(NPOS - 1, -1, -1):
                 if Q[b, p] != 0:
                     t = 0
-                    while _BANDS[t + 1] <= p:
+                    while BANDS[t + 1] <= p:
                         t += 1
                     eob[b] = t + 1
                     break
@@ -102,7 +101,7 @@ def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq
     active = np.arange(nb)  # blocks with eob > t, raster order, shrinking band by band
     n_active = nb
     for t in range(NBANDS):
-        s, e = _BANDS[t], _BANDS[t + 1]
+        s, e = BANDS[t], BANDS[t + 1]
         kept = 0
         for a in range(n_active):
             b = active[a]
@@ -121,10 +120,11 @@ def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, K, pb, members, Q, dcq
             if s >= 2:
                 recent += 2 * abs(Q[b, s - 2])
             nbr = (cumabs[b - 1] if b % wb > 0 else 0) + (cumabs[b - wb] if b >= wb else 0)
-            base = (_edges4(recent) * 3 + 1 + (nbr >= 4)) * 3 + 1 + (eob[b] - 1 - t >= 2)
+            base = ((_edges4(recent) * N_NEIGHBOUR + 1 + (nbr >= 4)) * N_TO_EOB
+                    + 1 + (eob[b] - 1 - t >= 2))
             k = members[b]
             for p in range(s, e):
-                ctxs[n] = pb[k, p] * 45 + base
+                ctxs[n] = pb[k, p] * N_ACTIVITY + base
                 vals[n] = Q[b, p]
                 n += 1
         rc.code_batch(mode, st, buf, ac_c, ac_cum, ac_m, ctxs[:n], vals[:n], True, AC_ESC_ROW)
@@ -153,7 +153,7 @@ def _code_dc(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals):
     for i in range(0, hb, S):
         for j in range(0, wb, S):
             pred = G[i, j - S] if j > 0 else (G[i - S, 0] if i > 0 else origin)
-            ctxs[n] = 1 + (eob[i * wb + j] >= 4)
+            ctxs[n] = 1 + (eob[i * wb + j] >= 4)  # stage 0, spread 0
             vals[n] = G[i, j] - pred
             n += 1
     rc.code_batch(mode, st, buf, dc_c, dc_cum, dc_m, ctxs[:n], vals[:n], True, DC_ESC_ROW)
@@ -188,7 +188,7 @@ def _code_dc(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals):
                     pred = (2 * total + cnt) // (2 * cnt) if cnt else 0
                     d = hi - lo
                     spread = 1 + (d >= 1) + (d >= 2) + (d >= 4) + (d >= 8) + (d >= 16) + (d >= 32)
-                    ctxs[n] = ((1 + min(stage, 1)) * 8 + spread) * 3 + 1 + (eob[i * wb + j] >= 4)
+                    ctxs[n] = ((1 + min(stage, 1)) * N_SPREAD + spread) * N_EOB_BUCKET + 1 + (eob[i * wb + j] >= 4)
                     preds[n] = pred
                     vals[n] = G[i, j] - pred
                     n += 1
@@ -207,7 +207,6 @@ class Models:
     """A codec's start-of-tile model state (built once per codec from its count tables)."""
 
     def __init__(self, ac: np.ndarray, dc: np.ndarray, esc: np.ndarray, K: int):
-        self.K = K
         esc_rows = np.zeros((2, 1, ALPHABET), np.int64)
         esc_rows[:, 0, :ESC_BITS] = esc
         esc_start = rc.Model.start_counts(esc_rows, np.arange(ALPHABET))
@@ -222,25 +221,20 @@ class Models:
         return [tuple(tuple(a[pc] for a in m) for m in state) for pc in (0, 1)]
 
 
-class TileEncoder:
-    def __init__(self, models: Models):
-        self.models, self.planes = models, []
-
-    def add(self, pc, hb, wb, pb, members, Q, dcq, origin):
-        self.planes.append((pc, hb, wb, pb, members.copy(), Q, dcq.copy(), origin))
-
-    def finish(self) -> bytes:
-        symbols = sum(hb * wb for _, hb, wb, *_ in self.planes)
-        capacity = 64 + 32 * symbols
-        while True:
-            st, buf = rc.new_encoder(), np.empty(capacity, np.uint8)
-            models = self.models.fresh()
-            for pc, hb, wb, pb, members, Q, dcq, origin in self.planes:
-                code_plane(ENCODE, st, buf, *models[pc], hb, wb, self.models.K, pb, members, Q, dcq, origin)
-            rc.finish(st, buf)
-            if not st[rc.S_ERROR] & rc.ERR_FULL:
-                return buf[:st[rc.S_POS]].tobytes()
-            capacity *= 4
+def encode_tile(models: Models, planes: list[PlaneLevels]) -> bytes:
+    """One tile's range-coder bytes."""
+    symbols = sum(p.hb * p.wb for p in planes)
+    capacity = 64 + 32 * symbols
+    while True:
+        st, buf = rc.new_encoder(), np.empty(capacity, np.uint8)
+        state = models.fresh()
+        for p in planes:  # members and dcq copied: coding writes back what a decoder would see
+            code_plane(ENCODE, st, buf, *state[p.pc], p.hb, p.wb, p.pb, p.members.copy(), p.Q,
+                       p.dcq.copy(), p.origin)
+        rc.finish(st, buf)
+        if not st[rc.S_ERROR] & rc.ERR_FULL:
+            return buf[:st[rc.S_POS]].tobytes()
+        capacity *= 4
 
 
 class TileDecoder:
@@ -253,8 +247,7 @@ class TileDecoder:
     def plane(self, pc, hb, wb, pb, origin):
         nb = hb * wb
         members, Q, dcq = np.zeros(nb, np.int64), np.zeros((nb, NPOS), np.int64), np.zeros(nb, np.int64)
-        code_plane(DECODE, self.st, self.buf, *self.state[pc], hb, wb, self.models.K, pb, members, Q,
-                   dcq, origin)
+        code_plane(DECODE, self.st, self.buf, *self.state[pc], hb, wb, pb, members, Q, dcq, origin)
         if self.st[rc.S_ERROR]:
             raise CorruptStreamError(f"payload does not decode (range coder error {int(self.st[rc.S_ERROR])})")
         return members, Q, dcq
@@ -267,13 +260,13 @@ class SymbolCounter:
         self.K = K
         self.counts = [np.zeros((2, n + 1, ALPHABET), np.int32) for n in (N_AC_CTX, N_DC_CTX)]
 
-    def add(self, pc, hb, wb, pb, members, Q, dcq, origin):
+    def add(self, p: PlaneLevels) -> None:
         def tally(counts):  # COUNT mode touches only the counts
             return counts, np.zeros((1, 1), np.int32), np.zeros((1, 2), np.int32)
         scratch = (tally(np.zeros((N_EOB_CTX, NBANDS + 1), np.int32)), tally(np.zeros((1, self.K), np.int32)))
-        code_plane(COUNT, rc.new_encoder(), np.zeros(0, np.uint8), tally(self.counts[0][pc]),
-                   tally(self.counts[1][pc]), *scratch, hb, wb, self.K, pb, members.copy(), Q,
-                   dcq.copy(), origin)
+        code_plane(COUNT, rc.new_encoder(), np.zeros(0, np.uint8), tally(self.counts[0][p.pc]),
+                   tally(self.counts[1][p.pc]), *scratch, p.hb, p.wb, p.pb, p.members.copy(), p.Q,
+                   p.dcq.copy(), p.origin)
 
     def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ac, dc, esc) counts with columns in v1 order (value + ESC; bit length)."""

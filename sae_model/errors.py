@@ -2,7 +2,8 @@
 
 
 class CodecError(Exception):
-    """Base class of every error raised by saepress."""
+    """Base of the codec library's errors: a stream, model or image it cannot code (bad
+    arguments raise ValueError; tasks and flows have their own errors)."""
 
 
 class CorruptStreamError(CodecError):

@@ -51,13 +51,14 @@ def _load(image) -> tuple[str, Image.Image]:
     return getattr(image, "filename", "") or "image", image.convert("RGB")
 
 
-def codec_curve(codec, images, qualities, name: str = "saepress", **settings) -> list[dict]:
+def codec_curve(codec, images, qualities, name: str = "saepress", settings=None) -> list[dict]:
+    """settings: an encoder.EncoderSettings (None: the codec's defaults)."""
     out = []
     for image in images:
         label, im = _load(image)
         ref = np.asarray(im)
         for q in qualities:
-            data = codec.encode(im, quality=q, **settings)
+            data = codec.encode(im, quality=q) if settings is None else codec.encode(im, quality=q, settings=settings)
             dec = np.asarray(codec.decode(data).convert("RGB"))
             out.append(_record(name, label, q, len(data), ref, dec))
     return out

@@ -13,7 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 
-KERNEL_SOURCES = ("rangecoder.py", "blockcoder.py", "postfilter.py", "planes.py")
+# kernels and the modules whose constants numba freezes into them
+KERNEL_SOURCES = ("rangecoder.py", "blockcoder.py", "postfilter.py", "encoder.py", "planes.py", "tables.py")
 
 
 def kernels_digest() -> str:

@@ -31,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .errors import CorruptStreamError
+
 B = 8
 # thresholds in 1/64 of the quantiser step
 ALPHA64, BETA64, TC64 = 64, 16, 8
@@ -39,6 +41,15 @@ MAX_DEQ = 1 << 31
 BASIS_SHIFT = 14
 # YCbCr -> RGB in 1/65536: 1.402, 0.344136286, 0.714136286, 1.772
 CR_R, CB_G, CR_G, CB_B = 91881, 22554, 46802, 116130
+
+
+def reconstruct(basis_t, step16, dcr64, bias256, hb, wb, members, Q, dcq) -> np.ndarray:
+    """A decoded plane's samples: inverse transform, then deblocking."""
+    plane = inverse_transform(basis_t, step16, dcr64, bias256, hb, wb, members, Q, dcq)
+    if plane is None:
+        raise CorruptStreamError("DC value out of range")
+    deblock(plane, step16)
+    return plane
 
 
 @njit(cache=True)

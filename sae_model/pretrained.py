@@ -30,17 +30,14 @@ def held_out(images_dir) -> list[Path]:
 
 
 def collect_counts(codec: Codec, images, qualities=FIT_QUALITIES) -> blockcoder.SymbolCounter:
-    """Run the encoder on `images` and count (context, symbol) pairs."""
+    """Run the encoder's analysis on `images` and count the (context, symbol) pairs it would code."""
     counter = blockcoder.SymbolCounter(codec.arrays.K)
     for im in images:
         for q in qualities:
-            codec._encode(_prepared(im), q, counter=counter)
+            for tile in codec.analyse(im, q):
+                for plane in tile:
+                    counter.add(plane)
     return counter
-
-
-def _prepared(im):
-    from .imageio import prepare
-    return prepare(im)
 
 
 def fit_tables(codec: Codec, images, qualities=FIT_QUALITIES, prior_weight: float = 8.0) -> dict:

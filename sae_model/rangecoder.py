@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .entropy import ESC
+from .tables import ESC
 
 ENCODE, DECODE, COUNT = 0, 1, 2
 S_LOW, S_RANGE, S_CACHE, S_PENDING, S_POS, S_CODE, S_ERROR = range(7)

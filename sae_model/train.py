@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .model import B, MixtureSAE, complement, dct_basis
+from .model import B, MixtureSAE, complement
 from .patches import patches_to_blocks
 
 
@@ -148,9 +148,3 @@ def _shipped_tables() -> dict | None:
     w = torch.load(path, weights_only=True)
     return {k: w[k] for k in ("ac_table", "dc_table", "esc_table")}
 
-
-def dct_codec(patches: np.ndarray, tables: dict | None = None):
-    """The DCT control: one member, the fixed 8x8 DCT (coefficient variances from `patches`)."""
-    trainer = Trainer(TrainConfig(K=1), device="cpu")
-    trainer.initialize(patches)
-    return trainer.to_codec(tables)

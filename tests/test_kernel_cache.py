@@ -11,9 +11,16 @@ from sae_model import kernel_cache
 SAE_MODEL = Path(kernel_cache.__file__).parent
 
 
-def test_every_module_with_kernels_is_hashed():
+def test_every_module_with_kernels_and_every_constant_they_freeze_is_hashed():
+    """numba freezes imported module-level constants (BANDS, ESC, ...) into a kernel."""
     with_kernels = {p.name for p in SAE_MODEL.glob("*.py") if re.search(r"^@njit", p.read_text(), re.M)}
-    assert with_kernels == set(kernel_cache.KERNEL_SOURCES)
+    constants_from = set()
+    for name in with_kernels:
+        for module, names in re.findall(r"^from \.(\w+) import \(?([^)\n]*(?:\n[^)\n]*)*?)\)?$",
+                                        (SAE_MODEL / name).read_text(), re.M):
+            if any(n.strip().isupper() for n in names.replace("\n", " ").split(",")):
+                constants_from.add(f"{module}.py")
+    assert with_kernels | constants_from == set(kernel_cache.KERNEL_SOURCES)
 
 
 def test_kernels_compile_into_the_versioned_folder(tmp_path):

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from sae_model import Codec, blockcoder, imageio, planes
-from sae_model import codec as codec_module
+from sae_model import Codec, EncoderSettings, blockcoder, encoder, imageio, planes
 from sae_model import rangecoder as rc
-from sae_model.entropy import ALPHABET, ESC
+from sae_model.tables import ALPHABET, ESC
 
 
 def code(mode, st, buf, model, ctxs, vals, signed):
@@ -95,18 +94,21 @@ def test_symbol_counter_sees_every_coded_coefficient():
     rng = np.random.default_rng(6)
     img = np.clip(128 + rng.normal(0, 40, (40, 56, 3)), 0, 255).astype(np.uint8)
     counter = blockcoder.SymbolCounter(codec.arrays.K)
-    codec._encode(imageio.prepare(img), 70, counter=counter)
+    for tile in codec.analyse(img, 70):
+        for plane in tile:
+            counter.add(plane)
     ac, dc, esc = counter.tables()
-    # 70 >= SUBSAMPLE_BELOW: three full planes of 5 x 7 blocks, one DC value each
+    # 70 >= subsample_below: three full planes of 5 x 7 blocks, one DC value each
     assert dc.sum() == 3 * 5 * 7
     prep = imageio.prepare(img)
-    m = codec_module
+    settings = EncoderSettings()
     coded = 0
-    for pc, plane, s16 in codec._planes(prep.pixels, False, m.quality_to_step16(70), m.CHROMA_RATIO64):
-        _, Q, _ = planes.analyse_plane(plane, codec.arrays, pc, s16, m.DC_RATIO64, m.BIAS256, m.ROUNDING, m.LAMBDA)
+    for pc, plane, s16 in encoder.colour_planes(prep.pixels, False, encoder.quality_to_step16(70),
+                                                settings.chroma_ratio64):
+        _, Q, _ = encoder.analyse_plane(plane, codec.arrays, pc, s16, settings)
         nz = Q != 0
         last = np.where(nz.any(1), planes.NPOS - 1 - np.argmax(nz[:, ::-1], axis=1), -1)
-        band_end = np.array(planes.BANDS)[np.searchsorted(planes.BANDS, last, side="right")]
+        band_end = planes.BANDS[np.searchsorted(planes.BANDS, last, side="right")]
         coded += int(np.where(last >= 0, band_end, 0).sum())
     assert ac.sum() == coded
     assert esc.sum() == ac[..., [0, -1]].sum() + dc[..., [0, -1]].sum()  # one bit length per +-ESC

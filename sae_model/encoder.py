@@ -1,0 +1,204 @@
+"""Encoder analysis: settings, colour planes, the member choice and quantisation of each block.
+
+None of this is in the stream: the decoder reads every parameter it needs from the header.
+analyse() turns an image into planes.PlaneLevels tile by tile; a format's coder writes them
+(formats/v2.py), or blockcoder.SymbolCounter counts them (table fitting, pretrained.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+from numba import njit
+
+from . import imageio
+from .planes import (BANDS, DC_SCALE, NPOS, NPRIOR, N_ACTIVITY, B, ModelArrays, PlaneLevels,
+                     chroma_step16, dc_origin, prior_buckets)
+from .tables import ALPHABET, ESC
+
+MAX_STEP16 = 65535
+SEARCH_ROUNDING = 0.45  # deadzone quantiser standing in for RDO levels while choosing the member
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    rounding: float = 0.5        # candidate level q = floor(|c|/step + rounding); RDO may lower it by one
+    lam: float = 0.07            # rate-distortion multiplier in step**2 per bit (member and levels)
+    rdoq: bool = True            # rate-distortion choice of levels and of each block's end of block
+    chroma_ratio64: int = 40     # chroma step = 40/64 = 0.625 luma step
+    dc_ratio64: int = 6          # block-mean step = 6/64 step = 0.75 step / 8 (finer than AC)
+    bias256: int = 0             # reconstruction bias toward zero, 1/256 of a step
+    subsample: bool | None = None  # 4:2:0 chroma; None: below subsample_below
+    subsample_below: int = 56    # 4:2:0 pays below this quality; above, it caps PSNR
+    members: tuple[int, ...] | None = None  # the mixture members the search may pick (None: all)
+    tile: int = 1024             # tile side in pixels
+
+    def __post_init__(self):
+        if not (1 <= self.chroma_ratio64 <= 255 and 1 <= self.dc_ratio64 <= 255 and 0 <= self.bias256 <= 127):
+            raise ValueError("chroma_ratio64 and dc_ratio64 must be in 1..255, bias256 in 0..127")
+        if self.tile % 16 or not 16 <= self.tile <= 4096:
+            raise ValueError("tile must be a multiple of 16 in 16..4096")
+        if self.members is not None:
+            object.__setattr__(self, "members", tuple(int(k) for k in self.members))
+
+    def subsampled(self, channels: int, quality: int) -> bool:
+        return channels == 3 and (quality < self.subsample_below if self.subsample is None else self.subsample)
+
+
+def quality_to_step16(quality: int) -> int:
+    """Monotone: quality 100 -> step 0.5, 50 -> ~9.9, 0 -> ~194 sample units (1/16 units)."""
+    return min(MAX_STEP16, max(1, int(round(16 * 0.5 * 2 ** ((100 - quality) / 11.6)))))
+
+
+def analyse(arrays: ModelArrays, pixels: np.ndarray, quality: int,
+            settings: EncoderSettings) -> Iterator[list[PlaneLevels]]:
+    """Per tile (raster order) the levels of each plane; pixels (H, W, 1 or 3) uint8."""
+    h, w, nc = pixels.shape
+    step16 = quality_to_step16(quality)
+    sub = settings.subsampled(nc, quality)
+    T = settings.tile
+    for y0 in range(0, h, T):
+        for x0 in range(0, w, T):
+            tile = []
+            for pc, plane, s16 in colour_planes(pixels[y0:y0 + T, x0:x0 + T], sub, step16,
+                                                settings.chroma_ratio64):
+                members, Q, dcq = analyse_plane(plane, arrays, pc, s16, settings)
+                tile.append(PlaneLevels(pc, plane.shape[0] // B, plane.shape[1] // B,
+                                        prior_buckets(arrays.sigma16, s16), members, Q, dcq,
+                                        dc_origin(s16, settings.dc_ratio64)))
+            yield tile
+
+
+def colour_planes(px: np.ndarray, sub: bool, step16: int, chroma_ratio64: int):
+    """Yield (plane class, padded float64 plane, step16) for a tile."""
+    m = 16 if sub else 8
+    h, w = px.shape[:2]
+    px = np.pad(px, ((0, -h % m), (0, -w % m), (0, 0)), mode="edge")
+    if px.shape[2] == 1:
+        yield 0, px[:, :, 0].astype(np.float64), step16
+        return
+    ycc = imageio.rgb_to_ycbcr(px)
+    yield 0, ycc[:, :, 0], step16
+    cstep = chroma_step16(step16, chroma_ratio64)
+    for c in (1, 2):
+        p = imageio.downsample2(ycc[:, :, c]) if sub else ycc[:, :, c]
+        yield 1, p, cstep
+
+
+def rate_proxy(ac: np.ndarray) -> np.ndarray:
+    """Bits of a value of magnitude |q| (sign included) per (plane class, prior bucket),
+    averaging the tables over the activity contexts the encoder cannot know in advance."""
+    t = ac.reshape(2, NPRIOR, N_ACTIVITY, ALPHABET).astype(np.float64)
+    p = (t / t.sum(-1, keepdims=True)).mean(2)
+    return -np.log2(p[..., ESC:])
+
+
+def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, settings: EncoderSettings):
+    """Choose a member per block by rate-distortion cost and quantise.
+
+    Returns members, Q (nb, 63) and the quantised block means.
+    """
+    rounding, lam, rdoq = settings.rounding, settings.lam, settings.rdoq
+    H, W = X.shape
+    hb, wb = H // B, W // B
+    blocks = X.reshape(hb, B, wb, B).transpose(0, 2, 1, 3).reshape(hb * wb, B * B)
+    mean = blocks.mean(1)
+    dcq = np.rint(mean * float(DC_SCALE) / (step16 * settings.dc_ratio64)).astype(np.int64)
+    xc = (blocks - mean[:, None]).astype(np.float32)
+    inv_step = np.float32(16.0 / step16)
+    bias = np.float32(settings.bias256 / 256.0)
+    # bits of level |q| at position j of member k: flat[offset[k, j] + min(|q|, ESC)]
+    flat = m.bits[pc].astype(np.float32).ravel()
+    offset = (prior_buckets(m.sigma16, step16) * (ESC + 1)).astype(np.int32)
+    ks = list(range(m.K)) if settings.members is None else list(settings.members)
+
+    def quantise(k, rows):
+        """Levels of member k, with their error (in steps) and rate proxy (bits)."""
+        c = xc[rows] @ m.bases[k, :, 1:]
+        a = np.abs(c) * inv_step
+        q = np.floor(a + np.float32(rounding))
+        at = offset[k][None, :]
+        r = flat[at + np.minimum(q, ESC).astype(np.int32)]
+        e = a - np.where(q > 0, q - bias, 0)
+        if rdoq:  # per coefficient: keep q or q - 1, whichever has the lower D + lam * R
+            lo = np.maximum(q - 1, 0)
+            r_lo = flat[at + np.minimum(lo, ESC).astype(np.int32)]
+            e_lo = a - np.where(lo > 0, lo - bias, 0)
+            down = e_lo * e_lo + lam * r_lo < e * e + lam * r
+            q = np.where(down, lo, q)
+            r = np.where(down, r_lo, r)
+            e = np.where(down, e_lo, e)
+        return c, q, r, e
+
+    n = len(xc)
+    D = np.empty((n, len(ks)), np.float32)
+    R = np.empty((n, len(ks)), np.float32)
+    NZ = np.empty((n, len(ks)), bool)
+    search_rounding = np.float32(SEARCH_ROUNDING if rdoq else rounding)
+    for i, k in enumerate(ks):
+        _search_costs(xc @ m.bases[k, :, 1:], inv_step, search_rounding, bias, flat, offset[k], ESC,
+                      D[:, i], R[:, i], NZ[:, i])
+    # member index cost: uniform first, then the frequencies this plane actually uses
+    mbits = np.full(len(ks), np.log2(len(ks)), np.float32)
+    for _ in range(2):
+        J = D + lam * (R + NZ * mbits[None, :])   # distortion in step**2 units
+        choice = J.argmin(1)
+        used = choice[NZ[np.arange(n), choice]]
+        freq = np.bincount(used, minlength=len(ks)) + 0.5
+        mbits = (-np.log2(freq / freq.sum())).astype(np.float32)
+    members = np.asarray(ks)[choice]
+    Qbest = np.zeros((n, NPOS), np.int64)
+    for i in np.unique(choice).tolist():
+        sel = np.flatnonzero(choice == i)
+        c, q, r, e = quantise(ks[i], sel)
+        if rdoq:
+            q = _truncate(q, r, e, np.abs(c) * inv_step, lam, mbits[i])
+        Qbest[sel] = (np.sign(c) * q).astype(np.int64)
+    return members, Qbest, dcq
+
+
+@njit(cache=True)
+def _search_costs(c, inv_step, rounding, bias, flat, offset, esc, D, R, NZ):
+    """Member search, one member: per block the squared error (steps**2), the rate proxy (bits of
+    the levels up to the end of the band of the last nonzero one: later ones are not coded) and
+    whether any level is nonzero, under deadzone quantisation; one pass, no temporaries."""
+    for b in range(c.shape[0]):
+        d = np.float32(0.0)
+        r = np.float32(0.0)
+        coded = np.float32(0.0)
+        band = 0
+        for j in range(c.shape[1]):
+            if j == BANDS[band + 1]:
+                band += 1
+            a = abs(c[b, j]) * inv_step
+            q = np.floor(a + rounding)
+            e = a - (q - bias) if q > 0 else a
+            d += e * e
+            r += flat[offset[j] + min(int(q), esc)]
+            if q > 0:
+                coded = r + _rest_of_band(flat, offset, j, BANDS[band + 1])
+        D[b], R[b], NZ[b] = d, coded, coded > 0
+
+
+@njit(cache=True)
+def _rest_of_band(flat, offset, j, end):
+    """Bits of zero levels at positions j+1..end-1."""
+    t = np.float32(0.0)
+    for p in range(j + 1, end):
+        t += flat[offset[p]]
+    return t
+
+
+def _truncate(q, r, e, a, lam, member_bits):
+    """Rate-distortion choice of each block's end of block among the band boundaries: keeping
+    positions < E costs their error and bits, dropping the rest costs their energy (units of
+    step**2; E = 0 also saves the member index). Only ever zeroes coefficients."""
+    keep = np.cumsum(e * e + lam * r, axis=1)
+    drop = np.cumsum((a * a)[:, ::-1], axis=1)[:, ::-1]
+    J = np.empty((len(q), len(BANDS)), np.float32)
+    for i, E in enumerate(BANDS.tolist()):
+        J[:, i] = (keep[:, E - 1] + lam * member_bits if E else 0) + (drop[:, E] if E < NPOS else 0)
+    end = BANDS[J.argmin(1)]
+    return np.where(np.arange(NPOS)[None, :] < end[:, None], q, 0)
