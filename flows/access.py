@@ -13,7 +13,7 @@ from flows.settings import ConfigError
 from tasks import compress as units
 from tasks import shards
 
-_ID = re.compile(r"[0-9a-f]{64}")
+_ID_PREFIX = re.compile(r"[0-9a-f]{1,64}")
 
 
 def _open(sharddir: str) -> tuple[Any, str, dict]:
@@ -27,14 +27,7 @@ def _open(sharddir: str) -> tuple[Any, str, dict]:
 def get_image(sharddir: str, image: str, out: str) -> dict[str, Any]:
     """Write one stored file to ``out``: by image id (sha256 hex) or by any of its original paths."""
     fs, root, manifest = _open(sharddir)
-    index = shards.read_index(fs, root, manifest)
-    if _ID.fullmatch(image):
-        found = next(((item, shard, kind) for item, shard, kind in index.values() if item == image), None)
-    else:
-        found = index.get(posixpath.normpath(image))
-    if found is None:
-        raise ConfigError(f"{image!r} is neither an image id nor an original path in {sharddir}")
-    item, shard, kind = found
+    item, shard, kind = _find(shards.read_index(fs, root, manifest), image, sharddir)
     try:
         rows = shards.read_shard(fs, f"{root}/{shard}", ids=[item]).to_pylist()
         if not rows:
@@ -46,6 +39,22 @@ def get_image(sharddir: str, image: str, out: str) -> dict[str, Any]:
     shards.put_atomic(out_fs, out_path, data)
     what = "PNG (decoded)" if kind == "coded" else "original bytes"
     return {"report": [f"{image} -> {out}: {len(data)} bytes, {what}, item {item}"], "problems": []}
+
+
+def _find(index: dict[str, tuple[str, str, str]], image: str, sharddir: str) -> tuple[str, str, str]:
+    """(id, shard, kind) of an original path, else of the one item whose id starts with ``image``."""
+    found = index.get(posixpath.normpath(image))
+    if found is not None:
+        return found
+    if _ID_PREFIX.fullmatch(image):
+        matches = {entry[0]: entry for entry in index.values() if entry[0].startswith(image)}
+        if len(matches) == 1:
+            return next(iter(matches.values()))
+        if matches:
+            shown = ", ".join(sorted(item[:len(image) + 4] for item in matches)[:5])
+            raise ConfigError(f"{image!r} is the start of {len(matches)} image ids in {sharddir} ({shown}"
+                              f"{', ...' if len(matches) > 5 else ''}); give more digits")
+    raise ConfigError(f"{image!r} is neither an original path nor (the start of) an image id in {sharddir}")
 
 
 def verify(sharddir: str, decode: bool = False) -> dict[str, Any]:

@@ -173,6 +173,13 @@ def _existing_local(path: str, what: str) -> str:
     return path
 
 
+def _prefect() -> None:
+    """Start Prefect's temporary server (if no server is configured) guarded against this process being killed."""
+    from flows.watchdog import guard_temporary_server
+
+    guard_temporary_server()
+
+
 def _report(result: dict[str, Any]) -> int:
     for line in result.get("report", []):
         print(line)
@@ -183,14 +190,17 @@ def _report(result: dict[str, Any]) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    source = _existing_local(args.source, "source")
+    _prefect()
     from flows.ingest import ingest_flow
 
-    return _report(ingest_flow(source=_existing_local(args.source, "source"), out=args.out,
+    return _report(ingest_flow(source=source, out=args.out,
                                max_pixels=args.max_pixels, dask_address=args.dask_address))
 
 
 def _extract(args: argparse.Namespace) -> int:
     _existing_local(os.path.join(args.workdir, "catalog.parquet"), "catalog (run `saepress ingest` first):")
+    _prefect()
     from flows.extract import extract_flow
 
     return _report(extract_flow(workdir=args.workdir, patches_per_image=args.patches_per_image,
@@ -199,6 +209,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     _existing_local(os.path.join(args.workdir, "patches"), "patch dataset (run `saepress extract` first):")
+    _prefect()
     from flows.train import train_flow
 
     return _report(train_flow(workdir=args.workdir, steps=args.steps, seed=args.seed, model_name=args.model_name,
@@ -206,18 +217,22 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
+    source = _existing_local(args.source, "source")
+    _prefect()
     from flows.compress import compress_flow
 
-    return _report(compress_flow(source=_existing_local(args.source, "source"), out=args.out, model=args.model,
+    return _report(compress_flow(source=source, out=args.out, model=args.model,
                                  quality=args.quality, target_bpp=args.target_bpp, target_psnr=args.target_psnr,
                                  skip_rejected=args.skip_rejected, shard_max_items=args.shard_max_items,
                                  shard_max_bytes=args.shard_max_mb * 2**20, dask_address=args.dask_address))
 
 
 def _decompress(args: argparse.Namespace) -> int:
+    sharddir = _existing_local(args.sharddir, "shard folder")
+    _prefect()
     from flows.compress import decompress_flow
 
-    return _report(decompress_flow(sharddir=_existing_local(args.sharddir, "shard folder"), out=args.out,
+    return _report(decompress_flow(sharddir=sharddir, out=args.out,
                                    dask_address=args.dask_address))
 
 
@@ -243,6 +258,7 @@ def _run(args: argparse.Namespace) -> int:
     from flows.run import run_flow
 
     source = _existing_local(args.source, "source") if args.source else None
+    _prefect()
     return _report(run_flow(source=source, out=args.out, model=args.model, steps=args.steps, quality=args.quality,
                             dask_address=args.dask_address))
 

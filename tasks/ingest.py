@@ -151,13 +151,13 @@ def list_members(url: str) -> dict:
     """``{"members": [Member] in source order, "damage": str | None, "missing": str | None}``.
 
     ``damage`` says an archive broke part way (the members before it are kept); ``missing`` that the source
-    does not exist (a user error: returned, not raised, so that it is not retried).
+    does not exist or is a plain file (a user error: returned, not raised, so that it is not retried).
     """
     members: list[tuple[str, int]] = []
     try:
         for member in open_source(url).iter_members():
             members.append(member)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError) as exc:
         return {"members": [], "damage": None, "missing": str(exc)}
     except DamagedArchive as exc:
         damage = f"{exc}; the {len(members)} members before the damage are catalogued"

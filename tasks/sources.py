@@ -178,6 +178,9 @@ class TreeSource(Source):
             self.pattern = re.compile(glob_translate(full))
         else:
             self.root, self.pattern = full, None
+        if self.pattern is None and self.fs.isfile(self.root):
+            raise NotADirectoryError(f"source {url} is a file, not a folder or an archive saepress reads "
+                                     f"({', '.join(TAR_SUFFIXES + ZIP_SUFFIXES)})")
         if not self.fs.isdir(self.root):
             raise FileNotFoundError(f"source folder {self.root} does not exist ({url})")
 

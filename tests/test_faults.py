@@ -1,6 +1,7 @@
 """Damage and interruptions: corrupt or missing shards, a concurrent job, a killed job, an S3 shard set."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -135,6 +136,50 @@ def test_racing_processes_take_over_a_stale_lock_one_at_a_time(tmp_path, contend
     assert sorted(outcomes) == ["held"] + ["refused"] * (contenders - 1)
     assert not (tmp_path / ".lock").exists(), "the winner releases its lock"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go"]
+
+
+def _server_of(driver, deadline: float):
+    """The temporary Prefect server process a driver started, once it answers."""
+    import httpx
+    import psutil
+
+    while time.monotonic() < deadline and driver.poll() is None:
+        for child in psutil.Process(driver.pid).children():
+            command = child.cmdline()
+            if "uvicorn" in command:
+                port = command[command.index("--port") + 1]
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
+                        return child
+                except httpx.HTTPError:
+                    pass
+        time.sleep(0.2)
+    raise AssertionError(f"no temporary Prefect server answered (driver exit code {driver.poll()})")
+
+
+def test_killed_driver_leaves_no_prefect_server_running(tmp_path):
+    import psutil
+    from PIL import Image
+
+    (tmp_path / "src").mkdir()
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "src" / "red.png")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    driver = subprocess.Popen([sys.executable, "-m", "flows.cli", "ingest", str(tmp_path / "src"), "--out",
+                               str(tmp_path / "work")], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = None
+    try:
+        server = _server_of(driver, time.monotonic() + 240)
+        time.sleep(1.0)  # the job is under way: its server is up
+        driver.kill()  # only the driver, as the OOM killer would
+        driver.wait()
+        gone, _ = psutil.wait_procs([server], timeout=30)
+        assert gone, f"Prefect's temporary server (pid {server.pid}) outlived its killed driver"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+        if server is not None and server.is_running():
+            server.kill()
 
 
 def test_killed_job_then_rerun_stores_each_item_once(tmp_path, dev_images, prefect_harness):

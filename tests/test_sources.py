@@ -138,3 +138,10 @@ def test_missing_source_is_reported(tmp_path):
         open_source(tmp_path / "nothing-here")
     with pytest.raises(FileNotFoundError):
         open_source(tmp_path / "nothing.tar.gz")
+
+
+def test_a_plain_file_as_source_is_named_as_such(tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(b"not a folder")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder or an archive"):
+        open_source(tmp_path / "photo.jpg")
+    assert "is a file" in list_members(str(tmp_path / "photo.jpg"))["missing"]

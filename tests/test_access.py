@@ -1,0 +1,70 @@
+"""`get` and `verify` on small shard sets written in place (verbatim items; no Prefect, no Dask)."""
+from __future__ import annotations
+
+import hashlib
+import zlib
+from pathlib import Path
+
+import pytest
+
+from flows.access import get_image, verify
+from flows.settings import ConfigError
+from tasks import shards
+
+
+def write_set(root: Path, files: dict[str, bytes], per_shard: int = 8) -> dict:
+    """A committed shard set storing ``files`` (path -> bytes) verbatim, ``per_shard`` items per shard."""
+    fs, base = shards.open_dir(str(root))
+    manifest = shards.empty_manifest()
+    index = []
+    items = list(files.items())
+    for n in range(0, len(items), per_shard):
+        rows = [{"id": hashlib.sha256(data).hexdigest(), "paths": [path], "kind": "passthrough",
+                 "original_bytes": len(data), "data": data, "compressed_bytes": len(data),
+                 "crc32": zlib.crc32(data), "reason": "test"} for path, data in items[n:n + per_shard]]
+        data = shards.shard_bytes(rows, {})
+        name = f"shards/test-{n:05d}.parquet"
+        shards.put_atomic(fs, f"{base}/{name}", data)
+        manifest["shards"].append({"name": name, "rows": len(rows), "bytes": len(data),
+                                   "sha256": shards.sha256_hex(data), "model_fingerprint": None, "job": "test"})
+        index += [{"path": row["paths"][0], "id": row["id"], "shard": name, "kind": "passthrough"} for row in rows]
+    data = shards.index_bytes(index)
+    shards.put_atomic(fs, f"{base}/index/test-0000.parquet", data)
+    manifest["index"].append({"name": "index/test-0000.parquet", "rows": len(index), "bytes": len(data),
+                              "sha256": shards.sha256_hex(data)})
+    n = len(files)
+    manifest["totals"] = {"files": n, "items": n, "coded": 0, "passthrough": n, "duplicate": 0, "skipped": 0,
+                          "original_bytes": 0, "stored_bytes": 0}
+    return shards.write_manifest(fs, base, manifest)
+
+
+FILES = {f"f/{n:02d}.bin": f"file number {n}".encode() for n in range(20)}
+
+
+@pytest.fixture(scope="module")
+def passthrough_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("set")
+    write_set(root, FILES)
+    return root
+
+
+def test_set_written_in_place_verifies(passthrough_set):
+    assert verify(str(passthrough_set))["problems"] == []
+
+
+@pytest.mark.parametrize("digits", [64, 12, 5])
+def test_get_accepts_a_unique_id_prefix(passthrough_set, tmp_path, digits):
+    item = hashlib.sha256(FILES["f/07.bin"]).hexdigest()
+    ids = [hashlib.sha256(data).hexdigest() for data in FILES.values()]
+    assert sum(i.startswith(item[:digits]) for i in ids) == 1
+    result = get_image(str(passthrough_set), item[:digits], str(tmp_path / "x"))
+    assert result["problems"] == [] and (tmp_path / "x").read_bytes() == FILES["f/07.bin"]
+
+
+def test_get_says_when_an_id_prefix_is_ambiguous(passthrough_set, tmp_path):
+    ids = [hashlib.sha256(data).hexdigest() for data in FILES.values()]
+    shared = next(i[0] for i in ids if sum(j[0] == i[0] for j in ids) > 1)  # 20 ids, 16 first digits
+    with pytest.raises(ConfigError, match=f"start of [0-9]+ image ids.*give more digits"):
+        get_image(str(passthrough_set), shared, str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="neither an original path nor"):
+        get_image(str(passthrough_set), "f/99.bin", str(tmp_path / "x"))
