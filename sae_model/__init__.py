@@ -7,10 +7,10 @@ kernel_cache.configure()  # before any compiled kernel runs
 from . import evaluate
 from .bitstream import FORMAT_VERSION, Header
 from .bitstream import read_header as _read_header
-from .codec import Codec
+from .codec import DEFAULT_MAX_PIXELS, Codec
 from .encoder import EncoderSettings
-from .errors import (CodecError, CorruptStreamError, ModelMismatchError, UnsupportedImageError,
-                     UnsupportedVersionError)
+from .errors import (CodecError, CorruptStreamError, ImageTooLargeError, ModelMismatchError,
+                     UnsupportedImageError, UnsupportedVersionError)
 from .evaluate import bd_rate, psnr
 from .patches import PATCH_SPEC, sample_patches
 from .train import TrainConfig, Trainer, auto_device, train
@@ -24,5 +24,5 @@ def read_header(data: bytes) -> Header:
 
 __all__ = ["Codec", "EncoderSettings", "CodecError", "CorruptStreamError", "ModelMismatchError", "UnsupportedVersionError",
            "UnsupportedImageError", "PATCH_SPEC", "sample_patches", "TrainConfig", "Trainer", "train",
-           "auto_device", "atoms_image", "read_header", "psnr", "bd_rate", "evaluate", "FORMAT_VERSION",
+           "auto_device", "atoms_image", "read_header", "psnr", "bd_rate", "evaluate", "FORMAT_VERSION", "DEFAULT_MAX_PIXELS", "ImageTooLargeError",
            "Header"]

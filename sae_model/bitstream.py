@@ -26,7 +26,7 @@ All integers are little-endian. A stream is::
     end-4  4     CRC32 of every byte before it
 
 Every length is checked against the real stream length before anything is allocated, and
-width*height is capped by MAX_PIXELS. The alpha section is the alpha plane, each row
+width*height is capped by MAX_PIXELS (Codec.decode's max_pixels caps it lower). The alpha section is the alpha plane, each row
 left-differenced mod 256, zlib-compressed. The payload is the tiles (tile x tile pixels,
 raster order; tile_rects), each a u32 byte count followed by that many bytes; what those bytes
 hold is the format version's: sae_model/formats/v<N>.py.

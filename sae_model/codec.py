@@ -14,12 +14,19 @@ from PIL import Image
 
 from . import bitstream, blockcoder, encoder, formats, imageio, planes, postfilter
 from .encoder import EncoderSettings
-from .errors import CodecError, CorruptStreamError, ModelMismatchError
+from .errors import CodecError, CorruptStreamError, ImageTooLargeError, ModelMismatchError
 from .planes import N_ACTIVITY, N_EOB_BUCKET, N_NEIGHBOUR, N_RECENT, N_SPREAD, N_TO_EOB, NPRIOR
 from .tables import ALPHABET, ESC_BITS, Tables, laplace_counts
 
 WEIGHTS, CONFIG = "weights.pt", "config.json"
 DEFAULT_QUALITY = 50
+# Decode refuses larger images unless the caller raises the limit: a header is a claim, and a
+# few KB of repeated valid tiles can claim 2**28 pixels (bitstream.MAX_PIXELS). The v2 format
+# itself bounds little: its adaptive models code a flat block in ~0.0023 bits, so 35 KB can
+# hold ~8e9 pixels. Equal to ingest's default (tasks.ingest.DEFAULT_MAX_PIXELS), so whatever
+# compress could read decodes with the default. Peak decode memory: the image (4 bytes/pixel
+# in Pillow, plus 3 for an alpha plane being decoded) and one tile's planes.
+DEFAULT_MAX_PIXELS = 200_000_000
 DEFAULT_SETTINGS = EncoderSettings()
 
 
@@ -121,8 +128,16 @@ class Codec:
         alpha = bitstream.encode_alpha(prep.alpha) if prep.alpha is not None else b""
         return bitstream.write(header, prep.exif, prep.icc, alpha, payload)
 
-    def decode(self, data: bytes) -> Image.Image:
+    def decode(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """max_pixels: refuse (ImageTooLargeError) a stream whose header declares more pixels,
+        before anything is allocated."""
         data = bytes(data)
+        hd = bitstream.read_header(data)
+        if hd.width * hd.height > max_pixels:
+            raise ImageTooLargeError(
+                f"stream declares {hd.width}x{hd.height} = {hd.width * hd.height} pixels, more than the "
+                f"decode limit of {max_pixels}; if you trust this stream, raise the limit (--max-pixels, "
+                f"decode(max_pixels=...))")
         st = bitstream.parse(data)
         hd = st.header
         if hd.fingerprint != self.fingerprint:
@@ -139,14 +154,14 @@ class Codec:
         w, h = hd.width, hd.height
         if hd.subsampled and hd.mode in ("L", "LA"):
             raise CorruptStreamError("subsampling flag on a grey image")
-        out = formats.decoder(hd.format_version).decode_pixels(self, hd, st.payload)
+        if bool(st.alpha) != (hd.mode in ("LA", "RGBA")):
+            raise CorruptStreamError("alpha section on a mode without alpha" if st.alpha else "missing alpha section")
+        img = Image.new(hd.mode, (w, h))
+        colour = "L" if hd.mode in ("L", "LA") else "RGB"
+        for y0, x0, px in formats.decoder(hd.format_version).decode_tiles(self, hd, st.payload):
+            img.paste(Image.fromarray(px[:, :, 0] if colour == "L" else px, colour), (x0, y0))
         if st.alpha:
-            if hd.mode not in ("LA", "RGBA"):
-                raise CorruptStreamError("alpha section on a mode without alpha")
-            out = np.concatenate([out, bitstream.decode_alpha(st.alpha, h, w)[:, :, None]], axis=2)
-        elif hd.mode in ("LA", "RGBA"):
-            raise CorruptStreamError("missing alpha section")
-        img = Image.fromarray(out[:, :, 0] if hd.mode == "L" else out, hd.mode)
+            img.putalpha(Image.fromarray(bitstream.decode_alpha(st.alpha, h, w), "L"))
         if st.exif:
             img.info["exif"] = st.exif
         if st.icc:

@@ -18,6 +18,10 @@ class UnsupportedVersionError(CodecError):
     """The stream uses a format version this library cannot read."""
 
 
+class ImageTooLargeError(CodecError):
+    """The stream's header declares more pixels than the decode limit (max_pixels)."""
+
+
 class UnsupportedImageError(CodecError):
     """Encoding an image that Pillow cannot convert to a supported mode."""
 

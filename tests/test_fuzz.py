@@ -47,3 +47,29 @@ def test_fuzz_streams():
         except CodecError:
             outcomes["error"] += 1
     assert outcomes["error"] > 8000
+
+
+@pytest.mark.timeout(120)
+def test_fuzz_header_size_lies():
+    """A valid stream whose width/height (and tile size) fields lie, CRC fixed: a CodecError or an
+    image of exactly the claimed size. Claims the default limit refuses fail before any allocation
+    (tests/test_decode_limit.py); the lies here stay small enough to decode in milliseconds."""
+    codec = Codec.pretrained()
+    rng = np.random.default_rng(99)
+    seeds = [codec.encode(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), quality=50),
+             codec.encode(rng.integers(0, 256, (33, 2100, 4), dtype=np.uint8), quality=30)]
+    sides = [1, 2, 15, 16, 17, 31, 1023, 1024, 1025, 2100, 16384, 65535, 1 << 20]
+    outcomes = {"error": 0, "image": 0}
+    for i in range(300):
+        body = bytearray(seeds[i % 2][:-4])
+        w, h = (int(rng.choice(sides)) if rng.random() < 0.6 else int(rng.integers(1, 1500)) for _ in range(2))
+        struct.pack_into("<II", body, 37, w, h)
+        if i % 4 == 3:
+            struct.pack_into("<H", body, 54, int(rng.choice([16, 32, 64, 1024])))
+        try:
+            img = codec.decode(_recrc(bytes(body)))
+            assert img.size == (w, h)
+            outcomes["image"] += 1
+        except CodecError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 200

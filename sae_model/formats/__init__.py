@@ -2,7 +2,7 @@
 
 The container (header, metadata, alpha, tile framing, CRC) is bitstream.py, shared by every
 version; a format module says what the payload's tiles hold: decode_pixels(codec, header,
-payload) -> (height, width, 1 or 3) uint8 pixels, and for the version written now also
+payload) yields (y0, x0, tile pixels (th, tw, 1 or 3) uint8) tile by tile, and for the version written now also
 encode_payload(models, tiles) -> payload bytes. A new version: a new module, an entry in
 DECODERS, and bitstream.FORMAT_VERSION raised (tests/golden/make_golden.py then writes its
 golden streams).

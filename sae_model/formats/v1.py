@@ -41,8 +41,8 @@ _HIST_UNIFORM = _m.Uniform(HIST_LEVELS)
 _MODELS: "weakref.WeakKeyDictionary[ModelArrays, _Models]" = weakref.WeakKeyDictionary()
 
 
-def decode_pixels(codec, hd: bitstream.Header, payload: bytes) -> np.ndarray:
-    """(height, width, 1 or 3) uint8 pixels of a v1 payload."""
+def decode_tiles(codec, hd: bitstream.Header, payload: bytes):
+    """Yield (y0, x0, (th, tw, 1 or 3) uint8 pixels) of each tile of a v1 payload."""
     arrays = codec.arrays
     models = _MODELS.get(arrays)
     if models is None:
@@ -50,7 +50,6 @@ def decode_pixels(codec, hd: bitstream.Header, payload: bytes) -> np.ndarray:
     nc = 1 if hd.mode in ("L", "LA") else 3
     rects = list(bitstream.tile_rects(hd.width, hd.height, hd.tile))
     tiles = bitstream.unpack_tiles(payload, len(rects), word_aligned=True)
-    out = np.empty((hd.height, hd.width, nc), np.uint8)
     for (y0, x0, th, tw), data in zip(rects, tiles):
         dec = _Decoder(models, data)
         rec = []
@@ -58,14 +57,13 @@ def decode_pixels(codec, hd: bitstream.Header, payload: bytes) -> np.ndarray:
             members, Q, dcq = _decode_plane(dec, arrays, pc, s16, hd.dc_ratio64, hb, wb)
             rec.append(postfilter.reconstruct(arrays.basis_t, s16, hd.dc_ratio64, hd.bias256, hb, wb,
                                               members, Q, dcq))
-        out[y0:y0 + th, x0:x0 + tw] = _pixels(rec, hd.subsampled, th, tw)
-    return out
+        yield y0, x0, _pixels(rec, hd.subsampled, th, tw)
 
 
 def _pixels(rec: list, sub: bool, th: int, tw: int) -> np.ndarray:
     rec = [r / 4096.0 for r in rec]
     if len(rec) == 1:
-        return np.clip(np.floor(rec[0][:th, :tw] + 0.5), 0, 255)[:, :, None]
+        return np.clip(np.floor(rec[0][:th, :tw] + 0.5), 0, 255).astype(np.uint8)[:, :, None]
     if sub:
         rec[1:] = [imageio.upsample2(r) for r in rec[1:]]
     return imageio.ycbcr_to_rgb(*(r[:th, :tw] for r in rec))

@@ -24,13 +24,12 @@ def encode_payload(models: blockcoder.Models, tiles) -> bytes:
     return bitstream.pack_tiles([blockcoder.encode_tile(models, planes) for planes in tiles])
 
 
-def decode_pixels(codec, hd: bitstream.Header, payload: bytes) -> np.ndarray:
-    """(height, width, 1 or 3) uint8 pixels of a v2 payload."""
+def decode_tiles(codec, hd: bitstream.Header, payload: bytes):
+    """Yield (y0, x0, (th, tw, 1 or 3) uint8 pixels) of each tile of a v2 payload."""
     arrays = codec.arrays
     nc = 1 if hd.mode in ("L", "LA") else 3
     rects = list(bitstream.tile_rects(hd.width, hd.height, hd.tile))
     tiles = bitstream.unpack_tiles(payload, len(rects))
-    out = np.empty((hd.height, hd.width, nc), np.uint8)
     for (y0, x0, th, tw), data in zip(rects, tiles):
         dec = blockcoder.TileDecoder(codec.models, data)
         rec = []
@@ -39,11 +38,11 @@ def decode_pixels(codec, hd: bitstream.Header, payload: bytes) -> np.ndarray:
                                         dc_origin(s16, hd.dc_ratio64))
             rec.append(postfilter.reconstruct(arrays.basis_t, s16, hd.dc_ratio64, hd.bias256, hb, wb,
                                               members, Q, dcq))
-        view = out[y0:y0 + th, x0:x0 + tw]
+        px = np.empty((th, tw, nc), np.uint8)
         if nc == 1:
-            postfilter.to_grey(rec[0], view)
+            postfilter.to_grey(rec[0], px)
         else:
-            postfilter.to_rgb(rec[0], rec[1], rec[2], hd.subsampled, view)
-    return out
+            postfilter.to_rgb(rec[0], rec[1], rec[2], hd.subsampled, px)
+        yield y0, x0, px
 
 
