@@ -162,7 +162,7 @@ class SAECodec:
         for pc, plane, s16 in colour_planes(px, quality < settings.subsample_below, step16, chroma_ratio64):
             bl = _blocks(plane)
             mean = bl.mean(1)
-            dcq = np.rint(mean * 1024.0 / (s16 * dc_ratio64)).astype(np.int64)
+            dcq = np.rint(mean * float(planes.DC_SCALE) / (s16 * dc_ratio64)).astype(np.int64)
             z = self.sae.encode(bl - mean[:, None])
             mag = np.floor(np.abs(z) / (s16 / 16) + rounding).astype(np.int64)
             nz = mag > 0
@@ -216,7 +216,7 @@ class SAECodec:
             dcq = np.zeros(hb * wb, np.int64)
             _code_dc(rc.DECODE, dc_st, dc_buf, dc_models[pc][1], hb, wb, nz.sum(1), dcq, s16, dcr64)
             assert not dc_st[rc.S_ERROR], "DC stream does not decode"
-            bl = (q * (s16 / 16)) @ self.sae.D.T + (dcq * (s16 * dcr64 / 1024.0))[:, None]
+            bl = (q * (s16 / 16)) @ self.sae.D.T + (dcq * (s16 * dcr64 / float(planes.DC_SCALE)))[:, None]
             p = bl.reshape(hb, wb, 8, 8).transpose(0, 2, 1, 3).reshape(hb * 8, wb * 8)
             rec.append((imageio.upsample2(p) if f == 2 else p)[:h, :w])
         return Image.fromarray(imageio.ycbcr_to_rgb(*rec), "RGB")

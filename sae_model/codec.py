@@ -23,7 +23,7 @@ DEFAULT_QUALITY = 50
 # Decode refuses larger images unless the caller raises the limit: a header is a claim, and a
 # few KB of repeated valid tiles can claim 2**28 pixels (bitstream.MAX_PIXELS). The v2 format
 # itself bounds little: its adaptive models code a flat block in ~0.0023 bits, so 35 KB can
-# hold ~8e9 pixels. Equal to ingest's default (tasks.ingest.DEFAULT_MAX_PIXELS), so whatever
+# hold ~8e9 pixels. Equal to ingest's default max_pixels, so whatever
 # compress could read decodes with the default. Peak decode memory: the image (4 bytes/pixel
 # in Pillow, plus 3 for an alpha plane being decoded) and one tile's planes.
 DEFAULT_MAX_PIXELS = 200_000_000

@@ -80,7 +80,3 @@ def test_a_legitimate_multi_tile_image_decodes_under_the_default_limit(codec, mo
     with pytest.raises(ImageTooLargeError):
         codec.decode(data, max_pixels=290 * 300 - 1)
 
-
-def test_ingest_admits_nothing_the_default_decode_limit_refuses():
-    from tasks.ingest import DEFAULT_MAX_PIXELS as INGEST_MAX_PIXELS
-    assert INGEST_MAX_PIXELS <= sae_model.DEFAULT_MAX_PIXELS
