@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
-# kernels and the modules whose constants numba freezes into them
+# kernels and the modules whose constants numba freezes into them (paths relative to sae_model/)
 KERNEL_SOURCES = ("rangecoder.py", "blockcoder.py", "postfilter.py", "encoder.py", "planes.py", "tables.py")
 
 

@@ -13,13 +13,16 @@ SAE_MODEL = Path(kernel_cache.__file__).parent
 
 def test_every_module_with_kernels_and_every_constant_they_freeze_is_hashed():
     """numba freezes imported module-level constants (BANDS, ESC, ...) into a kernel."""
-    with_kernels = {p.name for p in SAE_MODEL.glob("*.py") if re.search(r"^@njit", p.read_text(), re.M)}
+    with_kernels = {p.relative_to(SAE_MODEL).as_posix() for p in SAE_MODEL.rglob("*.py")
+                    if re.search(r"^@njit", p.read_text(), re.M)}
     constants_from = set()
     for name in with_kernels:
-        for module, names in re.findall(r"^from \.(\w+) import \(?([^)\n]*(?:\n[^)\n]*)*?)\)?$",
-                                        (SAE_MODEL / name).read_text(), re.M):
+        package = Path(name).parent
+        for dots, module, names in re.findall(r"^from (\.+)(\w+) import \(?([^)\n]*(?:\n[^)\n]*)*?)\)?$",
+                                              (SAE_MODEL / name).read_text(), re.M):
             if any(n.strip().isupper() for n in names.replace("\n", " ").split(",")):
-                constants_from.add(f"{module}.py")
+                base = package.parents[len(dots) - 2] if len(dots) > 1 else package
+                constants_from.add((base / f"{module}.py").as_posix())
     assert with_kernels | constants_from == set(kernel_cache.KERNEL_SOURCES)
 
 
