@@ -1,6 +1,7 @@
 """`saepress get` and `saepress verify`: read a shard set in this process (no Prefect server, no Dask).
 
-get reads the manifest, the index files and one row group of one shard; verify reads everything it checks.
+get reads the manifest, the index files and one shard (on a local disk only the row group holding the item);
+verify reads everything it checks.
 """
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 import fsspec
-import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
@@ -56,8 +55,7 @@ def _existing_catalog(source: str) -> str | None:
 def read_catalog(url: str) -> tuple[list[dict], str]:
     """Catalog rows (the columns planning needs) and the source URL ingest recorded."""
     fs, path = fsspec.core.url_to_fs(url)
-    with fs.open(path, "rb") as handle:
-        table = pq.read_table(handle, columns=["id", "path", "size", "status", "format", "error", "reason"])
+    table = shards.read_shard(fs, path, columns=["id", "path", "size", "status", "format", "error", "reason"])
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
     if "saepress.source" not in meta:
         raise ConfigError(f"{url} has no saepress.source metadata: it was not written by `saepress ingest`")

@@ -53,6 +53,7 @@ over from an interrupted job and is deleted by the next job that holds the lock.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import hashlib
@@ -68,6 +69,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SHARD_SCHEMA_VERSION = "1"
@@ -169,19 +171,51 @@ def shard_bytes(rows: list[dict[str, Any]], metadata: dict[str, str]) -> bytes:
 
 def read_shard(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None,
                ids: Iterable[str] | None = None) -> pa.Table:
-    """Read a shard's rows (optionally only some columns, or only the rows of some ids)."""
-    with fs.open(path, "rb") as handle:
-        return _read_rows(handle, columns, ids)
+    """Rows of a shard (or of any Parquet file saepress wrote): optionally only some columns, or only the rows of
+    some ids (only the row groups whose id statistics allow them are read)."""
+    if is_local(fs):
+        return _read_rows(path, columns, ids)
+    return _read_rows(pa.BufferReader(_arrow_owned(fs.cat_file(path))), columns, ids)
 
 
 def read_shard_bytes(data: bytes, ids: Iterable[str] | None = None) -> pa.Table:
     """The same from a shard's bytes already in memory (read once: checked, then parsed)."""
-    return _read_rows(pa.BufferReader(data), None, ids)
+    return _read_rows(pa.BufferReader(_arrow_owned(data)), None, ids)
+
+
+# Arrow's reader threads can drop their last reference to an input buffer after a read has returned. When the
+# buffer is a Python object (bytes that a Python file returned, or bytes handed to BufferReader), that drop takes
+# the GIL, and during interpreter exit it ends the process: "terminate called without an active exception",
+# exit 134, after the command printed its result (8 of 30 runs with torch loaded; reading by path 0 of 30; a
+# Python file read without threads still 2 of 34). So Arrow only ever reads its own memory: a local file by path,
+# anything else copied into an Arrow buffer first (a remote shard is fetched whole: one GET per shard).
+
+def _arrow_owned(data: bytes) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
 
 
 def _read_rows(source, columns, ids) -> pa.Table:
-    filters = [("id", "in", list(ids))] if ids is not None else None
-    return pq.read_table(source, columns=columns, filters=filters)
+    """Rows of a Parquet file (a local path or an Arrow buffer reader); only row groups that may hold ``ids``."""
+    parquet = pq.ParquetFile(source)
+    names = columns or parquet.schema_arrow.names
+    if ids is None:
+        return parquet.read(columns=names)
+    wanted = sorted(set(ids))
+    groups = [g for g in range(parquet.metadata.num_row_groups) if _may_hold(parquet.metadata.row_group(g), wanted)]
+    table = parquet.read_row_groups(groups, columns=list(dict.fromkeys([*names, "id"])))
+    return table.filter(pc.is_in(table["id"], value_set=pa.array(wanted, pa.string()))).select(names)
+
+
+def _may_hold(group, ids: list[str]) -> bool:
+    """Whether a row group's id statistics leave room for one of ``ids`` (sorted)."""
+    column = next(group.column(c) for c in range(group.num_columns) if group.column(c).path_in_schema == "id")
+    stats = column.statistics
+    if stats is None or not stats.has_min_max:
+        return True
+    position = bisect.bisect_left(ids, stats.min)
+    return position < len(ids) and ids[position] <= stats.max
 
 
 def matches_entry(data: bytes, entry: dict) -> bool:
@@ -204,8 +238,7 @@ def read_index(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict
     """path -> (id, shard, kind) over every index file of the manifest, later files winning."""
     mapping: dict[str, tuple[str, str, str]] = {}
     for entry in manifest["index"]:
-        with fs.open(f"{root}/{entry['name']}", "rb") as handle:
-            table = pq.read_table(handle)
+        table = read_shard(fs, f"{root}/{entry['name']}")
         for path, *rest in zip(*(table.column(c).to_pylist() for c in INDEX_SCHEMA.names)):
             mapping[path] = tuple(rest)
     return mapping

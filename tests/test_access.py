@@ -12,29 +12,45 @@ from flows.settings import ConfigError
 from tasks import shards
 
 
-def write_set(root: Path, files: dict[str, bytes], per_shard: int = 8) -> dict:
-    """A committed shard set storing ``files`` (path -> bytes) verbatim, ``per_shard`` items per shard."""
+def write_set(root: Path, files: dict[str, bytes], per_shard: int = 8, coded: dict[str, object] | None = None) -> dict:
+    """A committed shard set storing ``files`` (path -> bytes) verbatim, ``per_shard`` items per shard.
+
+    ``coded`` (path -> PIL image) adds items coded with the shipped model, saved under models/.
+    """
     fs, base = shards.open_dir(str(root))
     manifest = shards.empty_manifest()
     index = []
-    items = list(files.items())
-    for n in range(0, len(items), per_shard):
-        rows = [{"id": hashlib.sha256(data).hexdigest(), "paths": [path], "kind": "passthrough",
-                 "original_bytes": len(data), "data": data, "compressed_bytes": len(data),
-                 "crc32": zlib.crc32(data), "reason": "test"} for path, data in items[n:n + per_shard]]
-        data = shards.shard_bytes(rows, {})
+    rows = [{"id": hashlib.sha256(data).hexdigest(), "paths": [path], "kind": "passthrough",
+             "original_bytes": len(data), "data": data, "compressed_bytes": len(data),
+             "crc32": zlib.crc32(data), "reason": "test"} for path, data in files.items()]
+    if coded:
+        from sae_model import Codec
+
+        codec = Codec.pretrained()
+        codec.save(root / "models" / codec.fingerprint)
+        manifest["models"][codec.fingerprint] = {"uri": "sae_model:pretrained", "version": None,
+                                                 "path": f"models/{codec.fingerprint}"}
+        for path, image in coded.items():
+            stream = codec.encode(image, quality=50)
+            rows.append({"id": hashlib.sha256(path.encode()).hexdigest(), "paths": [path], "kind": "coded",
+                         "width": image.width, "height": image.height, "mode": image.mode, "format": "PNG",
+                         "original_bytes": 0, "data": stream, "compressed_bytes": len(stream),
+                         "crc32": zlib.crc32(stream), "model_fingerprint": codec.fingerprint})
+    for n in range(0, len(rows), per_shard):
+        part = rows[n:n + per_shard]
+        data = shards.shard_bytes(part, {})
         name = f"shards/test-{n:05d}.parquet"
         shards.put_atomic(fs, f"{base}/{name}", data)
-        manifest["shards"].append({"name": name, "rows": len(rows), "bytes": len(data),
+        manifest["shards"].append({"name": name, "rows": len(part), "bytes": len(data),
                                    "sha256": shards.sha256_hex(data), "model_fingerprint": None, "job": "test"})
-        index += [{"path": row["paths"][0], "id": row["id"], "shard": name, "kind": "passthrough"} for row in rows]
+        index += [{"path": row["paths"][0], "id": row["id"], "shard": name, "kind": row["kind"]} for row in part]
     data = shards.index_bytes(index)
     shards.put_atomic(fs, f"{base}/index/test-0000.parquet", data)
     manifest["index"].append({"name": "index/test-0000.parquet", "rows": len(index), "bytes": len(data),
                               "sha256": shards.sha256_hex(data)})
-    n = len(files)
-    manifest["totals"] = {"files": n, "items": n, "coded": 0, "passthrough": n, "duplicate": 0, "skipped": 0,
-                          "original_bytes": 0, "stored_bytes": 0}
+    n, c = len(files), len(coded or {})
+    manifest["totals"] = {"files": n + c, "items": n + c, "coded": c, "passthrough": n, "duplicate": 0,
+                          "skipped": 0, "original_bytes": 0, "stored_bytes": 0}
     return shards.write_manifest(fs, base, manifest)
 
 
