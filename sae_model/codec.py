@@ -65,9 +65,13 @@ class Codec:
                 raise CodecError(f"no {WEIGHTS} in {s}")
             path = found[0].parent
         raw = (path / WEIGHTS).read_bytes()
-        weights = torch.load(io.BytesIO(raw), weights_only=True)
-        config = json.loads((path / CONFIG).read_text()) if (path / CONFIG).exists() else {}
-        return cls({k: v for k, v in weights.items()}, config, raw)
+        try:
+            weights = torch.load(io.BytesIO(raw), weights_only=True)
+            config = json.loads((path / CONFIG).read_text()) if (path / CONFIG).exists() else {}
+            return cls({k: v for k, v in weights.items()}, config, raw)
+        except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... on damaged files
+            raise CodecError(f"{path} does not hold a saepress model ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'})") from None
 
     def save(self, directory) -> None:
         d = Path(directory)

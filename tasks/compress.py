@@ -4,9 +4,11 @@ Workers load the model from ``SHARDDIR/models/<fingerprint>/`` (never from the r
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
+import json
 import posixpath
 import tempfile
 import uuid
@@ -32,28 +34,54 @@ def model_dir(sharddir: str, fingerprint: str) -> str:
 
 
 def load_codec(sharddir: str, fingerprint: str):
-    """The codec stored in SHARDDIR for ``fingerprint``, checked against it (cached per process)."""
+    """The codec stored in SHARDDIR for ``fingerprint``, checked against it (cached per process).
+
+    The files are checked before anything is unpickled: weights that do not hash to the fingerprint are never
+    loaded, so a replaced model folder can neither decode garbage nor hand torch a hostile payload.
+    """
     from sae_model import Codec, CodecError
 
     url = model_dir(sharddir, fingerprint)
     if url not in _CODECS:
         fs, path = shards.open_dir(url)
-        if not fs.exists(f"{path}/config.json"):
-            raise ItemError(f"model {fingerprint[:12]} is missing from {url}; this shard set cannot be decoded")
         try:
-            if shards.is_local(fs):
+            with contextlib.ExitStack() as stack:
+                if not shards.is_local(fs):
+                    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="saepress-model-"))
+                    if fs.isdir(path):
+                        fs.get(f"{path}/", f"{tmp}/", recursive=True)
+                    fs, path = shards.open_dir(tmp)
+                if problems := model_problems(fs, path, fingerprint):
+                    raise ItemError(f"model {fingerprint[:12]} at {url}: {'; '.join(problems)}; "
+                                    "this shard set cannot be decoded with it")
                 codec = Codec.load(path)
-            else:
-                with tempfile.TemporaryDirectory(prefix="saepress-model-") as tmp:
-                    fs.get(f"{path}/", f"{tmp}/", recursive=True)
-                    codec = Codec.load(tmp)
         except (CodecError, OSError, ValueError) as exc:
             raise ItemError(f"model at {url} cannot be loaded ({exc})") from None
-        if codec.fingerprint != fingerprint:
-            raise ItemError(f"model at {url} has fingerprint {codec.fingerprint[:12]}, not {fingerprint[:12]}: "
-                            "the model folder was altered")
         _CODECS[url] = codec
     return _CODECS[url]
+
+
+def model_problems(fs, path: str, fingerprint: str) -> list[str]:
+    """What is wrong with a stored model folder, found without unpickling anything: both files present,
+    ``config.json`` a JSON object, ``weights.pt`` hashing to ``fingerprint`` (the fingerprint is that hash)."""
+    from sae_model.codec import CONFIG, WEIGHTS
+
+    problems = []
+    try:
+        config = json.loads(fs.cat_file(f"{path}/{CONFIG}"))
+        if not isinstance(config, dict):
+            problems.append(f"{CONFIG} is not a JSON object")
+    except FileNotFoundError:
+        problems.append(f"{CONFIG} is missing")
+    except ValueError:
+        problems.append(f"{CONFIG} is not valid JSON")
+    try:
+        weights = fs.cat_file(f"{path}/{WEIGHTS}")
+        if hashlib.sha256(weights).hexdigest() != fingerprint:
+            problems.append(f"{WEIGHTS} does not hash to the fingerprint (replaced, truncated or altered)")
+    except FileNotFoundError:
+        problems.append(f"{WEIGHTS} is missing")
+    return problems
 
 
 # ---------------------------------------------------------------- compress

@@ -62,6 +62,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import socket
 import uuid
 from collections.abc import Iterable, Iterator
@@ -268,22 +269,64 @@ def manifest_name(generation: int) -> str:
     return f"{MANIFEST_PREFIX}{generation:08d}.json"
 
 
-def read_manifest(fs: fsspec.AbstractFileSystem, root: str, required: bool = True) -> dict:
-    """The current (highest-generation) manifest; an empty one when none exists and ``required`` is false."""
+def read_manifest(fs: fsspec.AbstractFileSystem, root: str, required: bool = True,
+                  fallbacks: list[str] | None = None) -> dict:
+    """The current (highest-generation) manifest; an empty one when none exists and ``required`` is false.
+
+    A newest generation that is unreadable or incomplete raises ShardDirError, unless ``fallbacks`` is a list:
+    then the newest valid older generation is returned and ``fallbacks`` gets a line saying which generations
+    were passed over (the set is usable, but not as last committed: the caller reports it as a problem).
+    """
     generations = _generations(fs, root)
     if not generations:
         if required:
             raise ShardDirError(f"{root} has no manifest: it is not a shard set, or no compression has committed yet")
         return empty_manifest()
-    name = manifest_name(generations[-1])
-    try:
-        manifest = json.loads(fs.cat_file(f"{root}/{name}"))
-    except (OSError, ValueError) as exc:
-        raise ShardDirError(f"{root}/{name} is unreadable ({exc})") from None
-    if manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise ShardDirError(f"{root}/{name} has manifest version {manifest.get('manifest_version')!r}; "
-                            f"this saepress reads version {MANIFEST_VERSION}: upgrade saepress")
-    return manifest
+    passed: list[str] = []
+    for generation in reversed(generations):
+        name = f"{root}/{manifest_name(generation)}"
+        try:
+            manifest = json.loads(fs.cat_file(name))
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            passed.append(f"{name} is unreadable ({exc})")
+        else:
+            if manifest.get("manifest_version", MANIFEST_VERSION) != MANIFEST_VERSION:  # never fall back past it
+                raise ShardDirError(f"{name} has manifest version {manifest.get('manifest_version')!r}; "
+                                    f"this saepress reads version {MANIFEST_VERSION}: upgrade saepress")
+            if not (damage := _manifest_damage(manifest)):
+                if passed:
+                    fallbacks.append(f"{'; '.join(passed)}: using generation {generation}, the newest valid "
+                                     "one (what later commits stored is not listed; compress again to restore it)")
+                return manifest
+            passed.append(f"{name} is incomplete ({damage})")
+        if fallbacks is None:
+            raise ShardDirError(passed[0])
+    raise ShardDirError(f"{root} has no valid manifest: {'; '.join(passed)}")
+
+
+_MANIFEST_KEYS = {"manifest_version": int, "generation": int, "models": dict, "shards": list, "index": list,
+                  "skipped": list, "jobs": list, "totals": dict}
+_ENTRY_KEYS = {"name": str, "rows": int, "bytes": int, "sha256": str}
+_ENTRY_NAME = {"shards": re.compile(r"shards/[^/\\]+\.parquet"), "index": re.compile(r"index/[^/\\]+\.parquet")}
+
+
+def _manifest_damage(manifest: dict) -> str | None:
+    """What a parsed manifest lacks (keys, types, entry names inside the set), or None when it is whole."""
+    wrong = [key for key, kind in _MANIFEST_KEYS.items() if not isinstance(manifest.get(key), kind)]
+    if wrong:
+        return f"missing or malformed: {', '.join(wrong)}"
+    for part in ("shards", "index"):
+        for entry in manifest[part]:
+            if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in _ENTRY_KEYS.items()):
+                return f"a {part} entry lacks {', '.join(_ENTRY_KEYS)}: {str(entry)[:80]}"
+            if not _ENTRY_NAME[part].fullmatch(entry["name"]) or ".." in entry["name"]:
+                return f"{part} entry {entry['name']!r} points outside {part}/"
+    for fingerprint, model in manifest["models"].items():
+        if not isinstance(model, dict) or model.get("path") != f"models/{fingerprint}":
+            return f"model {str(fingerprint)[:12]} does not point at models/{str(fingerprint)[:12]}..."
+    return None
 
 
 def write_manifest(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict:

@@ -57,6 +57,39 @@ def test_manifest_from_a_newer_saepress_is_refused(tmp_path):
         shards.read_manifest(fs, root)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: m.pop("shards"), "missing or malformed: shards"),
+    (lambda m: m.update(totals=None), "missing or malformed: totals"),
+    (lambda m: m["index"].append({"name": "index/i.parquet"}), "lacks name, rows, bytes, sha256"),
+    (lambda m: m["shards"].append({"name": "../../etc/x.parquet", "rows": 1, "bytes": 1, "sha256": "0"}),
+     "points outside shards/"),
+])
+def test_manifest_missing_what_it_must_hold_is_named(tmp_path, damage, message):
+    fs, root = shards.open_dir(str(tmp_path))
+    manifest = shards.empty_manifest()
+    damage(manifest)
+    (tmp_path / shards.manifest_name(1)).write_text(json.dumps(manifest))
+    with pytest.raises(shards.ShardDirError, match=f"incomplete.*{message}"):
+        shards.read_manifest(fs, root)
+
+
+@pytest.mark.parametrize("newest", [b"{\"manifest_version\": 1, \"gener", b"", b"[]", b"{\"manifest_version\": 1}"])
+def test_unreadable_newest_manifest_falls_back_to_the_newest_valid_one(tmp_path, newest):
+    fs, root = shards.open_dir(str(tmp_path))
+    for n in (1, 2):
+        shards.write_manifest(fs, root, dict(shards.empty_manifest(), skipped=[{"n": n}]))
+    (tmp_path / shards.manifest_name(3)).write_bytes(newest)
+    with pytest.raises(shards.ShardDirError, match=shards.manifest_name(3)):
+        shards.read_manifest(fs, root)  # strict: a writer must not build on a guess
+    fallbacks: list[str] = []
+    assert shards.read_manifest(fs, root, fallbacks=fallbacks)["skipped"] == [{"n": 2}]
+    assert len(fallbacks) == 1 and shards.manifest_name(3) in fallbacks[0] and "generation 2" in fallbacks[0]
+    for n in (1, 2):
+        (tmp_path / shards.manifest_name(n)).write_bytes(newest)
+    with pytest.raises(shards.ShardDirError, match="no valid manifest"):
+        shards.read_manifest(fs, root, fallbacks=[])
+
+
 def test_garbage_collection_keeps_only_listed_files(tmp_path):
     fs, root = shards.open_dir(str(tmp_path))
     for name in ("shards/a.parquet", "shards/b.parquet", "index/i.parquet"):
@@ -171,6 +204,48 @@ def coded_shard(tmp_path_factory):
     fs, base = shards.open_dir(str(root))
     shards.put_atomic(fs, f"{base}/shards/s.parquet", data)
     return root, {"name": "shards/s.parquet", "rows": 2, "bytes": len(data), "sha256": shards.sha256_hex(data)}
+
+
+class _Payload:
+    """Unpickling this would create a file: a model folder must never get as far as unpickling it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _model_folder(root, fingerprint: str, weights: bytes, config: bytes = b"{}"):
+    folder = root / "models" / fingerprint
+    folder.mkdir(parents=True)
+    (folder / "weights.pt").write_bytes(weights)
+    (folder / "config.json").write_bytes(config)
+
+
+@pytest.mark.parametrize("damage", ["pickle payload", "truncated, fingerprint of the original",
+                                    "truncated, own fingerprint", "config not JSON", "weights deleted"])
+def test_damaged_model_folder_is_a_clear_error_and_never_unpickled(coded_shard, tmp_path, damage):
+    import pickle
+
+    root, _ = coded_shard
+    (good,) = [p.name for p in (root / "models").iterdir()]
+    weights = (root / "models" / good / "weights.pt").read_bytes()
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps(_Payload(marker))
+    fingerprint, data, config = {
+        "pickle payload": (hashlib.sha256(payload).hexdigest(), payload, b"{}"),
+        "truncated, fingerprint of the original": (good, weights[:1000], b"{}"),
+        "truncated, own fingerprint": (hashlib.sha256(weights[:1000]).hexdigest(), weights[:1000], b"{}"),
+        "config not JSON": (good, weights, b"{not json"),
+        "weights deleted": (good, None, b"{}"),
+    }[damage]
+    _model_folder(tmp_path, fingerprint, data or b"", config)
+    if data is None:
+        (tmp_path / "models" / fingerprint / "weights.pt").unlink()
+    with pytest.raises(units.ItemError, match="cannot be decoded|does not hold a saepress model"):
+        units.load_codec(str(tmp_path), fingerprint)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("long_name", ["x" * 255, "d/" + "é" * 127 + ".jpg", "y" * 300 + "/z.tif"])
