@@ -73,11 +73,11 @@ def make_archive(content: str, count: int, size: int, folder: Path) -> str:
 def gpu_vs_cpu(workdir: Path, steps: int) -> dict[str, float]:
     """Samples/s of Trainer.step with the default config on CUDA and on the CPU, same batches."""
     from sae_model import Trainer, TrainConfig
-    from tasks import training
+    from tasks import patch_stream
 
-    dataset = training.describe_patches(str(workdir))
+    dataset = patch_stream.describe_patches(str(workdir))
     config = TrainConfig()
-    stream = training.PatchStream(dataset["chunks"], dataset["patch_spec"]["dim"], 0, 65536)
+    stream = patch_stream.PatchStream(dataset["chunks"], dataset["patch_spec"]["dim"], 0, 65536)
     batches = [b for _, b in zip(range(steps + 2), stream.batches(config.batch_size))]
     rates = {}
     for device in ("cuda", "cpu"):
@@ -95,11 +95,11 @@ def gpu_vs_cpu(workdir: Path, steps: int) -> dict[str, float]:
 def own_vs_default(workdir: Path, model_uri: str, val_images: int) -> dict[str, float]:
     """BD-rate vs JPEG of the archive's own model and of the shipped default on the full validation images."""
     from sae_model import Codec, evaluate
-    from tasks import training
+    from tasks import patch_stream, training, validation
 
-    dataset = training.describe_patches(str(workdir))
-    files = training.fetch_validation_images(str(workdir), dataset["val_image_ids"], val_images)
-    images = training.decode_validation_images(files, crop=None)
+    dataset = patch_stream.describe_patches(str(workdir))
+    files = validation.fetch_validation_images(str(workdir), dataset["val_image_ids"], val_images)
+    images = validation.decode_validation_images(files, crop=None)
     qualities = training.LoopConfig().qualities
     curves = {"jpeg": evaluate.reference_curve("jpeg", images, qualities)}
     for name, codec in (("own", Codec.load(model_uri)), ("default", Codec.pretrained())):

@@ -7,12 +7,13 @@ listed); 2 usage or configuration error (one line on stderr saying what to do).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tasks import defaults
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -68,17 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
                 "with its reason. Re-running on a grown source adds only the new files.", _ingest)
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--out", required=True, metavar="WORKDIR", help="folder for catalog.parquet")
-    p.add_argument("--max-pixels", type=int, metavar="N", help="reject images above N pixels (decompression bombs)")
+    p.add_argument("--max-pixels", type=int, default=defaults.INGEST.max_pixels, metavar="N",
+                   help="reject images above N pixels (decompression bombs; default: %(default)s)")
     dask_option(p)
 
     p = command("extract", "sample training patches from the catalog into WORKDIR/patches",
                 "Dask workers read each `ok` image, sample patches in the codec's colour space and write Parquet\n"
                 "part files atomically. The train/validation split is by image.", _extract)
     p.add_argument("workdir", metavar="WORKDIR")
-    p.add_argument("--patches-per-image", type=int, default=256, metavar="N", help="default: %(default)s")
-    p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
+    p.add_argument("--patches-per-image", type=int, default=defaults.EXTRACT.patches_per_image, metavar="N",
+                   help="default: %(default)s")
+    p.add_argument("--val-fraction", type=float, default=defaults.EXTRACT.val_fraction, metavar="F",
                    help="share of images held out for validation (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=defaults.EXTRACT.seed, help="default: %(default)s")
     dask_option(p)
 
     p = command("train", "train a codec model on WORKDIR/patches and register it in MLflow",
@@ -87,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "to it only if it beats the current champion on the validation images.", _train)
     p.add_argument("workdir", metavar="WORKDIR")
     p.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's default)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    p.add_argument("--model-name", metavar="NAME", help="registered model name (default: saepress-codec)")
+    p.add_argument("--seed", type=int, default=defaults.TRAIN_SEED, help="default: %(default)s")
+    p.add_argument("--model-name", metavar="NAME",
+                   help=f"registered model name (default: {defaults.MODEL_NAME}, or SAEPRESS_MODEL_NAME)")
     p.add_argument("--promote", action="store_true", help="make the new version `champion` unconditionally")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted training run from its checkpoint")
 
@@ -101,12 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="SHARDDIR", help="output folder or fsspec URL")
     p.add_argument("--model", metavar="URI_OR_PATH", help="e.g. models:/saepress-codec@champion or ./my-model")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--quality", type=float, metavar="Q", help="0-100, higher is better (default: 50)")
+    rate.add_argument("--quality", type=float, metavar="Q",
+                      help=f"0-100, higher is better (default: {defaults.QUALITY:g})")
     rate.add_argument("--target-bpp", type=float, metavar="B", help="search the quality per image for B bits/pixel")
     rate.add_argument("--target-psnr", type=float, metavar="P", help="search the quality per image for P dB")
     p.add_argument("--skip-rejected", action="store_true", help="list files that are not images instead of storing them")
-    p.add_argument("--shard-max-items", type=int, default=512, metavar="N", help="default: %(default)s")
-    p.add_argument("--shard-max-mb", type=int, default=128, metavar="MB", help="default: %(default)s")
+    p.add_argument("--shard-max-items", type=int, default=defaults.SHARDS.max_items, metavar="N",
+                   help="default: %(default)s")
+    p.add_argument("--shard-max-mb", type=int, default=defaults.SHARDS.max_bytes // 2**20, metavar="MB",
+                   help="default: %(default)s")
     dask_option(p)
 
     p = command("decompress", "write every file of a shard set back to DIR",
@@ -144,14 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="WORKDIR")
     p.add_argument("--model", metavar="URI_OR_PATH", help="skip training and use this model")
     p.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's default)")
-    p.add_argument("--quality", type=float, default=50, metavar="Q", help="default: %(default)s")
+    p.add_argument("--quality", type=float, default=defaults.QUALITY, metavar="Q", help="default: %(default)g")
     dask_option(p)
 
     p = command("serve", "serve Prefect deployments of ingest, train and compress on their schedules",
                 "Schedules come from [saepress.schedules.NAME] tables in saepress.toml (cron or interval,\n"
                 "flow parameters). Without PREFECT_API_URL a local `prefect server` is started so schedules fire.\n"
                 "Runs until interrupted (Ctrl-C).", _serve)
-    p.add_argument("--port", type=int, default=4200, help="port of the local Prefect server it starts (default: %(default)s)")
+    p.add_argument("--port", type=int, default=defaults.SERVE_PORT,
+                   help="port of the local Prefect server it starts (default: %(default)s)")
     p.add_argument("--no-server", action="store_true",
                    help="start no Prefect server; requires PREFECT_API_URL (prints how to start one otherwise)")
     return parser
@@ -273,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.config:
         os.environ["SAEPRESS_CONFIG"] = str(Path(args.config).resolve())
-    from flows.settings import ConfigError
+    from tasks.errors import ConfigError
 
     try:
         return args.handler(args)

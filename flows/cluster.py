@@ -6,7 +6,8 @@ import logging
 import os
 from collections.abc import Iterator
 
-from flows.settings import ConfigError, Settings
+from flows.settings import Settings
+from tasks.errors import ConfigError
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.settings import ConfigError
+from tasks.errors import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".gif"}
 

@@ -6,12 +6,14 @@ from pathlib import Path
 from prefect import flow
 
 from flows.cluster import dask_client
-from flows.settings import ConfigError, Settings
-from tasks import ingest, patches
+from flows.settings import Settings
+from tasks import defaults, ingest, patches
+from tasks.errors import ConfigError
 
 
 @flow(name="saepress-extract")
-def extract_flow(workdir: str, patches_per_image: int = 256, val_fraction: float = 0.15, seed: int = 0,
+def extract_flow(workdir: str, patches_per_image: int = defaults.EXTRACT.patches_per_image,
+                 val_fraction: float = defaults.EXTRACT.val_fraction, seed: int = defaults.EXTRACT.seed,
                  dask_address: str | None = None) -> dict:
     """Write ``WORKDIR/patches/part-*.parquet`` from the ``ok`` rows of ``WORKDIR/catalog.parquet``.
 
@@ -33,7 +35,7 @@ def extract_flow(workdir: str, patches_per_image: int = 256, val_fraction: float
         raise ConfigError(f"{ingest.catalog_path(root)} has catalog version {meta.get('saepress.catalog_version')!r}; "
                           f"this saepress reads {ingest.CATALOG_VERSION!r}: run saepress ingest into a new folder")
     url = meta["saepress.source"]
-    max_pixels = int(meta.get("saepress.max_pixels", ingest.DEFAULT_MAX_PIXELS))
+    max_pixels = int(meta.get("saepress.max_pixels", defaults.INGEST.max_pixels))
     ok = [(row["id"], row["path"]) for row in rows if row["status"] == "ok"]
     if not ok:
         raise ConfigError(f"the catalog at {ingest.catalog_path(root)} has no usable images (status ok)")

@@ -6,8 +6,9 @@ from pathlib import Path
 from prefect import flow
 
 from flows.cluster import dask_client
-from flows.settings import ConfigError, Settings
-from tasks import ingest
+from flows.settings import Settings
+from tasks import defaults, ingest
+from tasks.errors import ConfigError
 from tasks.sources import Member, normalise_url
 
 MAX_LISTED = 50
@@ -18,11 +19,11 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
                 max_bytes: int | None = None) -> dict:
     """Probe the files of ``source`` not yet in ``out/catalog.parquet`` and rewrite the catalog.
 
-    ``max_pixels`` rejects images whose header declares more pixels (default 200 MP); ``max_bytes`` rejects
-    files larger than that many bytes before reading them (default 256 MiB).
+    ``max_pixels`` rejects images whose header declares more pixels; ``max_bytes`` rejects files larger than that
+    many bytes before reading them (None: the defaults in tasks.defaults.INGEST).
     """
-    max_pixels = max_pixels or ingest.DEFAULT_MAX_PIXELS
-    max_bytes = max_bytes or ingest.DEFAULT_MAX_BYTES
+    max_pixels = max_pixels or defaults.INGEST.max_pixels
+    max_bytes = max_bytes or defaults.INGEST.max_bytes
     if max_pixels < 1 or max_bytes < 1:
         raise ConfigError("--max-pixels and max_bytes must be positive")
     settings = Settings.resolve(dask_address=dask_address).prepare()

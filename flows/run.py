@@ -15,6 +15,7 @@ from flows.compress import compress_flow
 from flows.extract import extract_flow
 from flows.ingest import ingest_flow
 from flows.settings import Settings
+from tasks import defaults
 from flows.train import train_flow
 
 SAMPLE_IMAGES = Path(__file__).parent / "sample_data"
@@ -22,7 +23,7 @@ SAMPLE_IMAGES = Path(__file__).parent / "sample_data"
 
 @flow(name="saepress-run", log_prints=True)
 def run_flow(source: str | None, out: str, model: str | None = None, steps: int | None = None,
-             quality: float = 50, dask_address: str | None = None) -> dict[str, Any]:
+             quality: float = defaults.QUALITY, dask_address: str | None = None) -> dict[str, Any]:
     settings = Settings.resolve(dask_address=dask_address).prepare()
     workdir = Path(out).resolve()
     shards = workdir / "shards"

@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.settings import ConfigError, Settings
+from flows.settings import Settings
+from tasks.defaults import SERVE_PORT
+from tasks.errors import ConfigError
 
 # Flow key in saepress.toml -> (module, function). Imported only when a schedule names it.
 FLOWS = {
@@ -45,7 +47,6 @@ SCHEDULE_KEYS = {"flow", "cron", "interval", "timezone", "parameters", "descript
 # in whatever folder `saepress serve` was started from.
 PATH_PARAMETERS = {"source", "out", "workdir", "sharddir", "resume"}
 
-DEFAULT_PORT = 4200
 SERVER_START_TIMEOUT_S = 120  # a fresh server migrates its SQLite database first: ~10-40 s on 2 cores
 
 
@@ -151,7 +152,7 @@ def build_deployments(schedules: list[Schedule]) -> list[Any]:
     return deployments
 
 
-def server_command(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> list[str]:
+def server_command(host: str = "127.0.0.1", port: int = SERVE_PORT) -> list[str]:
     """The `prefect server` invocation; deploy/compose.yaml runs the same one (checked by tests)."""
     return ["prefect", "server", "start", "--host", host, "--port", str(port)]
 
@@ -175,7 +176,7 @@ def server_healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 @contextlib.contextmanager
-def local_prefect_server(home: Path, port: int = DEFAULT_PORT) -> Iterator[str]:
+def local_prefect_server(home: Path, port: int = SERVE_PORT) -> Iterator[str]:
     """A persistent `prefect server` on loopback for as long as the block runs; yields its API URL.
 
     A Prefect server already answering on the port (one the user started) is used and left running.
@@ -206,7 +207,7 @@ def local_prefect_server(home: Path, port: int = DEFAULT_PORT) -> Iterator[str]:
         _stop(process)
 
 
-def serve(config: str | None = None, *, port: int = DEFAULT_PORT, start_server: bool = True) -> int:
+def serve(config: str | None = None, *, port: int = SERVE_PORT, start_server: bool = True) -> int:
     """Register the deployments from saepress.toml and run them on their schedules until stopped."""
     settings = Settings.resolve(config_path=config).prepare()
     base_dir = settings.config_path.parent if settings.config_path else Path.cwd()

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tasks import defaults
+from tasks.errors import ConfigError
+
 # Environment variable for each setting (flags win over these, these win over saepress.toml).
 ENV_VARS = {
     "home": "SAEPRESS_HOME",
@@ -23,10 +26,6 @@ ENV_VARS = {
 }
 
 
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message says what to change."""
-
-
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -34,7 +33,7 @@ class Settings:
     mlflow_artifact_root: str
     dask_address: str | None = None
     dask_workers: int | None = None
-    model_name: str = "saepress-codec"
+    model_name: str = defaults.MODEL_NAME
     config_path: Path | None = None
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -70,7 +69,7 @@ class Settings:
             mlflow_artifact_root=str(artifacts),
             dask_address=merged.get("dask_address") or None,
             dask_workers=workers,
-            model_name=str(merged.get("model_name") or "saepress-codec"),
+            model_name=str(merged.get("model_name") or defaults.MODEL_NAME),
             config_path=path,
             schedules=dict(file_values.get("schedules", {})),
         )

@@ -10,22 +10,23 @@ from typing import Any
 
 from prefect import flow
 
-from flows.settings import ConfigError, Settings
-from tasks import training
+from flows.settings import Settings
+from tasks import defaults, patch_stream, tracking, training, training_tasks
+from tasks.errors import ConfigError
 
 
 @flow(name="saepress-train", log_prints=True)
-def train_flow(workdir: str, steps: int | None = None, seed: int = 0, model_name: str | None = None,
-               promote: bool = False, resume: str | None = None) -> dict[str, Any]:
+def train_flow(workdir: str, steps: int | None = None, seed: int = defaults.TRAIN_SEED,
+               model_name: str | None = None, promote: bool = False, resume: str | None = None) -> dict[str, Any]:
     settings = Settings.resolve(model_name=model_name).prepare()
     workdir_path = Path(workdir).resolve()
-    if not training.patch_files(str(workdir_path)):
+    if not patch_stream.patch_files(str(workdir_path)):
         raise ConfigError(f"no patch dataset in {workdir_path / 'patches'}; run `saepress extract {workdir}` first")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {steps}")
 
     _check_tracking_store(settings)
-    dataset = training.describe_patches_task(str(workdir_path))
+    dataset = training_tasks.describe_patches_task(str(workdir_path))
     _check_patch_spec(dataset)
     if not dataset["val_image_ids"]:
         raise ConfigError("the patch dataset has no validation images; re-run extract with --val-fraction > 0")
@@ -33,25 +34,25 @@ def train_flow(workdir: str, steps: int | None = None, seed: int = 0, model_name
         run_id, config = resume, _resumable_config(resume, steps, dataset)
     else:
         config = training.training_config(steps, seed)
-        run_id = training.start_run_task(str(workdir_path), config, dataset, settings.mlflow_artifact_root)
+        run_id = training_tasks.start_run_task(str(workdir_path), config, dataset, settings.mlflow_artifact_root)
     print(f"MLflow run {run_id} at {settings.mlflow_tracking_uri}")
 
     started = time.perf_counter()
     try:
-        val_files = training.fetch_validation_task(str(workdir_path), dataset["val_image_ids"],
-                                                   config["loop"]["val_images"])
-        result = training.train_task(run_id, config, dataset, val_files)
+        val_files = training_tasks.fetch_validation_task(str(workdir_path), dataset["val_image_ids"],
+                                                         config["loop"]["val_images"])
+        result = training_tasks.train_task(run_id, config, dataset, val_files)
         seconds = time.perf_counter() - started
-        version = training.register_task(run_id, settings.model_name, result["fingerprint"], result["bd_rate"])
-        decision = training.decide_champion_task(run_id, settings.model_name, version, val_files, config["loop"],
-                                                 promote)
+        version = training_tasks.register_task(run_id, settings.model_name, result["fingerprint"], result["bd_rate"])
+        decision = training_tasks.decide_champion_task(run_id, settings.model_name, version, val_files,
+                                                       config["loop"], promote)
     except KeyboardInterrupt:
-        training.finish_run(run_id, "KILLED")
+        tracking.finish_run(run_id, "KILLED")
         raise
     except BaseException:
-        training.finish_run(run_id, "FAILED")
+        tracking.finish_run(run_id, "FAILED")
         raise
-    training.finish_run(run_id)
+    tracking.finish_run(run_id)
 
     name = settings.model_name
     report = [
@@ -70,7 +71,7 @@ def _check_tracking_store(settings: Settings) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
-        training.client().search_experiments(max_results=1)
+        tracking.client().search_experiments(max_results=1)
     except (MlflowException, OSError) as exc:
         raise ConfigError(f"cannot use the MLflow tracking store {settings.mlflow_tracking_uri} "
                           f"({type(exc).__name__}); start the server or unset MLFLOW_TRACKING_URI to use the "
@@ -90,21 +91,21 @@ def _resumable_config(run_id: str, steps: int | None, dataset: dict[str, Any]) -
     from mlflow.exceptions import MlflowException
 
     try:
-        run = training.client().get_run(run_id)
+        run = tracking.client().get_run(run_id)
     except MlflowException:
         raise ConfigError(f"no MLflow run {run_id} in the tracking store; check --resume and MLFLOW_TRACKING_URI")
     if run.info.status == "FINISHED":
         raise ConfigError(f"run {run_id} already finished (model version "
-                          f"{run.data.tags.get(training.TAG + 'model_version', '?')}); nothing to resume")
-    trained_on = run.data.tags.get(training.TAG + "data_hash", "")
+                          f"{run.data.tags.get(tracking.TAG + 'model_version', '?')}); nothing to resume")
+    trained_on = run.data.tags.get(tracking.TAG + "data_hash", "")
     if trained_on != dataset["data_hash"]:
         raise ConfigError(f"run {run_id} trained on other patches (data hash {trained_on[:12]}, this WORKDIR has "
                           f"{dataset['data_hash'][:12]}); resume it with the WORKDIR it started on")
-    config = training.load_run_config(run_id)
+    config = tracking.load_run_config(run_id)
     if steps is not None and steps != config["train"]["steps"]:
         raise ConfigError(f"run {run_id} was started with {config['train']['steps']} steps; "
                           "a resumed run keeps its configuration (drop --steps)")
-    training.client().update_run(run_id, "RUNNING")
+    tracking.client().update_run(run_id, "RUNNING")
     return config
 
 

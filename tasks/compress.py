@@ -21,8 +21,6 @@ from tasks import shards
 
 # One codec per model folder per worker process: loading weights for every batch would dominate small shards.
 _CODECS: dict[str, Any] = {}
-# Modes the codec reproduces directly; other PNG-capable modes are converted back after decoding (see to_png).
-PNG_MODES_RESTORED = {"1", "P"}
 
 
 class ItemError(Exception):
@@ -315,62 +313,3 @@ def shortened(name: str, limit: int) -> str:
         room = limit - len(tag.encode()) - len(ext.encode())
         parts.append(stem.encode()[:room].decode(errors="ignore") + tag + ext)
     return "/".join(parts)
-
-
-# ---------------------------------------------------------------- planning and accounting (driver side)
-
-def plan_job(catalog: list[dict], index: dict[str, tuple[str, str, str]], skip_rejected: bool,
-             max_items: int, max_bytes: int) -> dict:
-    """Split the catalog rows not yet stored into shard-sized batches.
-
-    A row is stored already when the index maps its path to its id. New paths whose content is stored already
-    become index entries only (duplicates); rejected files are listed as skipped with ``skip_rejected``; rows
-    without an id (ingest could not read them) are always listed as skipped. Shards are bounded by item count and
-    by the originals' bytes (coded items shrink, passthrough items do not); a single larger file gets a shard alone.
-    """
-    stored = {entry[0]: entry for entry in index.values()}
-    groups: dict[str, list[dict]] = {}
-    skipped, duplicates = [], []
-    for row in catalog:
-        if row["id"] is None:
-            skipped.append({"path": row["path"], "id": None, "reason": row.get("reason") or "unreadable"})
-        elif index.get(row["path"], (None,))[0] != row["id"]:
-            groups.setdefault(row["id"], []).append(row)
-    batches: list[list[dict]] = []
-    batch_bytes = 0
-    for item_id, rows in groups.items():
-        paths = [row["path"] for row in rows]
-        if item_id in stored:
-            _, shard, kind = stored[item_id]
-            duplicates += [{"path": path, "id": item_id, "shard": shard, "kind": kind} for path in paths]
-            continue
-        first = next((row for row in rows if row["status"] != "duplicate"), rows[0])
-        if first["status"] == "rejected" and skip_rejected:
-            skipped += [{"path": path, "id": item_id, "reason": first.get("reason") or first.get("error")}
-                        for path in paths]
-            continue
-        if not batches or len(batches[-1]) >= max_items or batch_bytes + (first["size"] or 0) > max_bytes:
-            batches.append([])
-            batch_bytes = 0
-        batches[-1].append({"id": item_id, "paths": paths, "status": first["status"], "format": first.get("format"),
-                            "reason": first.get("reason")})
-        batch_bytes += first["size"] or 0
-    return {"batches": batches, "duplicates": duplicates, "skipped": skipped}
-
-
-def account(catalog: list[dict], index: dict[str, tuple[str, str, str]], skipped: list[dict]) -> dict:
-    """Where every catalog file ended up: coded + passthrough + skipped + duplicate must equal the catalog."""
-    counts = {"files": len(catalog), "coded": 0, "passthrough": 0, "duplicate": 0, "skipped": 0}
-    skipped_paths = {entry["path"] for entry in skipped}
-    seen: set[str] = set()
-    missing = []
-    for row in catalog:
-        entry = index.get(row["path"])
-        if entry is not None and entry[0] == row["id"]:
-            counts["duplicate" if entry[0] in seen else entry[2]] += 1
-            seen.add(entry[0])
-        elif row["path"] in skipped_paths:
-            counts["skipped"] += 1
-        else:
-            missing.append(row["path"])
-    return {**counts, "missing": missing}

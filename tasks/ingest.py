@@ -17,12 +17,11 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from prefect import task
 
+from tasks.fanout import submit_and_collect
 from tasks.sources import DamagedArchive, Member, SourceError, open_source
 
 CATALOG_VERSION = "1"
 CATALOG_NAME = "catalog.parquet"
-DEFAULT_MAX_PIXELS = 200_000_000
-DEFAULT_MAX_BYTES = 256 * 2**20
 # A probe task should run for a good fraction of a second: many small files, or a few large ones. Each batch
 # of a compressed tar costs a partial decompression pass, another reason not to make batches small.
 BATCH_FILES = 128
@@ -273,17 +272,9 @@ def list_source(url: str) -> dict:
 
 @task(name="probe-files", retries=1, retry_delay_seconds=5)
 def probe_files(url: str, members: list[tuple[str, int]], max_pixels: int, max_bytes: int) -> list[dict]:
-    import distributed
-
-    from flows.progress import progress
-
-    client = distributed.get_client()
-    batches = make_batches(members)
-    futures = [client.submit(probe_batch, url, batch, max_pixels, max_bytes, retries=2, pure=False)
-               for batch in batches]
     rows: dict[str, dict] = {}
-    for future in progress(distributed.as_completed(futures), total=len(futures), description="probing"):
-        for row in future.result():
+    calls = [(url, batch, max_pixels, max_bytes) for batch in make_batches(members)]
+    for _, batch_rows in submit_and_collect(probe_batch, calls, description="probing"):
+        for row in batch_rows:
             rows[row["path"]] = row
-        future.release()
     return [rows[path] for path, _ in members]

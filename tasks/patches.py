@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from prefect import task
 
+from tasks.fanout import submit_and_collect
 from tasks.sources import SourceError, open_source
 
 PATCH_DIR = "patches"
@@ -110,28 +111,15 @@ def extract_batch(url: str, items: list[tuple[str, str, str]], part: str, patche
             "train": counts["train"], "val": counts["val"], "empty_images": empty, "problems": problems}
 
 
-def read_patch_metadata(patch_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """``saepress.*`` metadata of every part, for checks that all parts belong to one extraction."""
-    return [{k.decode(): v.decode() for k, v in pq.read_schema(p).metadata.items() if k.startswith(b"saepress.")}
-            for p in sorted(Path(patch_dir).glob("part-*.parquet"))]
-
-
 @task(name="extract-patches", retries=1, retry_delay_seconds=5)
 def extract_patches(url: str, batches: list[list[tuple[str, str, str]]], patch_dir: str, patches_per_image: int,
                     seed: int, metadata: dict[str, str], max_pixels: int) -> list[dict]:
     """Run one Dask task per batch; returns their results in batch order."""
-    import distributed
-
-    from flows.progress import progress
-
-    client = distributed.get_client()
-    futures = {client.submit(extract_batch, url, batch, os.path.join(patch_dir, f"part-{index:05d}.parquet"),
-                             patches_per_image, seed, metadata, max_pixels, retries=2, pure=False): index
-               for index, batch in enumerate(batches)}
+    calls = [(url, batch, os.path.join(patch_dir, f"part-{index:05d}.parquet"), patches_per_image, seed, metadata,
+              max_pixels) for index, batch in enumerate(batches)]
     results: list[dict | None] = [None] * len(batches)
-    for future in progress(distributed.as_completed(futures), total=len(futures), description="extracting"):
-        results[futures[future]] = future.result()
-        future.release()
+    for index, result in submit_and_collect(extract_batch, calls, description="extracting"):
+        results[index] = result
     return results
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.access import get_image, verify
-from flows.settings import ConfigError
+from tasks.errors import ConfigError
 from tasks import shards
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
@@ -139,7 +138,7 @@ def test_get_one_item(compressed, archive, tmp_path, key):
 
 def test_get_unknown_is_a_config_error(compressed, tmp_path):
     from flows.access import get_image
-    from flows.settings import ConfigError
+    from tasks.errors import ConfigError
 
     with pytest.raises(ConfigError, match="neither"):
         get_image(str(compressed[0]), "no/such.png", str(tmp_path / "x"))
@@ -185,7 +184,7 @@ def test_skip_rejected_and_rate_control(archive, tmp_path, prefect_harness, rate
 
 def test_two_rates_at_once_is_a_config_error(archive, tmp_path, prefect_harness):
     from flows.compress import compress_flow
-    from flows.settings import ConfigError
+    from tasks.errors import ConfigError
 
     with pytest.raises(ConfigError, match="one of"):
         compress_flow(source=str(archive[0]), out=str(tmp_path / "s"), quality=50, target_bpp=1.0)

@@ -12,7 +12,7 @@ from fixtures_archives import Case, common_cases, local_cluster, rgb_png, write_
 
 from flows.extract import extract_flow
 from flows.ingest import ingest_flow
-from flows.settings import ConfigError
+from tasks.errors import ConfigError
 from tasks import patches
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -13,7 +13,7 @@ from fixtures_archives import (TEST_MAX_BYTES, Case, _noise, bomb_png, common_ca
 from PIL import Image
 
 from flows.ingest import ingest_flow
-from flows.settings import ConfigError
+from tasks.errors import ConfigError
 from tasks.ingest import BATCH_FILES, CATALOG_SCHEMA, make_batches, probe_file
 from tasks.sources import open_source
 

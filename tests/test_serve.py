@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from flows import serve
-from flows.settings import ConfigError
+from tasks.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

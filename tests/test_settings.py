@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.settings import ConfigError, Settings
+from flows.settings import Settings
+from tasks.errors import ConfigError
 
 
 @pytest.fixture

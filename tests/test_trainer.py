@@ -17,8 +17,24 @@ def patches():
     return sample_patches(Image.fromarray(img), 3000, rng)
 
 
-def test_device_auto():
-    assert Trainer(TrainConfig(K=2)).device == auto_device() in ("cuda", "mps", "cpu")
+def test_an_explicit_device_holds_the_model_and_its_state():
+    trainer = Trainer(TrainConfig(K=2), device="cpu")
+    assert trainer.device == "cpu"
+    assert {p.device.type for p in trainer.model.parameters()} | {trainer.var.device.type} == {"cpu"}
+
+
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert auto_device() == expected
+
+
+def test_no_device_means_the_automatic_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    trainer = Trainer(TrainConfig(K=2))
+    assert trainer.device == "cpu" and trainer.var.device.type == "cpu"
 
 
 def test_training_is_seeded_and_improves(patches):

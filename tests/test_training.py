@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import training
+from tasks import patch_stream, registry, tracking, training, validation
 
 SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "flows" / "sample_data"
 REPO = Path(__file__).resolve().parents[1]
@@ -133,8 +133,8 @@ def numbered_workdir(root: Path, files: int, rows_per_image: int, row_group_size
 @pytest.mark.parametrize("start_step", [1, 7, 40])
 def test_stream_resumes_at_any_step(tmp_path, window_rows, start_step):
     workdir = numbered_workdir(tmp_path, files=3, rows_per_image=50, row_group_size=32)
-    dataset = training.describe_patches(str(workdir))
-    stream = training.PatchStream(dataset["chunks"], dim=4, seed=3, window_rows=window_rows)
+    dataset = patch_stream.describe_patches(str(workdir))
+    stream = patch_stream.PatchStream(dataset["chunks"], dim=4, seed=3, window_rows=window_rows)
     from_zero = [b[:, 0] for _, b in zip(range(start_step + 5), stream.batches(16, 0))]
     resumed = [b[:, 0] for _, b in zip(range(5), stream.batches(16, start_step))]
     assert np.array_equal(np.concatenate(from_zero[start_step:]), np.concatenate(resumed))
@@ -143,10 +143,10 @@ def test_stream_resumes_at_any_step(tmp_path, window_rows, start_step):
 @pytest.mark.parametrize("window_rows", [1, 64, 10**6])
 def test_stream_epoch_is_a_shuffle_of_all_training_rows(tmp_path, window_rows):
     workdir = numbered_workdir(tmp_path, files=3, rows_per_image=50, row_group_size=32)
-    dataset = training.describe_patches(str(workdir))
+    dataset = patch_stream.describe_patches(str(workdir))
     train_serials = {s for i in range(9) if i % 4 != 3 for s in range(i * 50, i * 50 + 50)}
     assert dataset["train_rows"] == len(train_serials) == 350
-    stream = training.PatchStream(dataset["chunks"], dim=4, seed=0, window_rows=window_rows)
+    stream = patch_stream.PatchStream(dataset["chunks"], dim=4, seed=0, window_rows=window_rows)
     epoch = np.concatenate([b[:, 0] for _, b in zip(range(350 // 25), stream.batches(25))]).astype(int)
     assert sorted(epoch) == sorted(train_serials)
     assert not np.array_equal(epoch, np.sort(epoch))
@@ -157,22 +157,22 @@ def test_stream_epoch_is_a_shuffle_of_all_training_rows(tmp_path, window_rows):
 
 def test_stream_order_depends_on_seed(tmp_path):
     workdir = numbered_workdir(tmp_path, files=2, rows_per_image=40, row_group_size=40)
-    chunks = training.describe_patches(str(workdir))["chunks"]
-    first = [next(training.PatchStream(chunks, 4, seed, 64).batches(32))[:, 0] for seed in (0, 0, 1)]
+    chunks = patch_stream.describe_patches(str(workdir))["chunks"]
+    first = [next(patch_stream.PatchStream(chunks, 4, seed, 64).batches(32))[:, 0] for seed in (0, 0, 1)]
     assert np.array_equal(first[0], first[1]) and not np.array_equal(first[0], first[2])
 
 
 def test_describe_patches_metadata_and_hash(tmp_path):
     workdir = numbered_workdir(tmp_path, files=2, rows_per_image=40, row_group_size=25)
-    dataset = training.describe_patches(str(workdir))
+    dataset = patch_stream.describe_patches(str(workdir))
     assert dataset["patch_spec"] == {"dim": 4}
     assert dataset["val_image_ids"] == ["image3"]
     assert sum(c["rows"] for c in dataset["chunks"]) == dataset["train_rows"] == 200
     assert {name: f["rows"] for name, f in dataset["files"].items()} == {"part-00000.parquet": 120,
                                                                          "part-00001.parquet": 120}
-    assert training.describe_patches(str(workdir))["data_hash"] == dataset["data_hash"]
+    assert patch_stream.describe_patches(str(workdir))["data_hash"] == dataset["data_hash"]
     numbered_workdir(tmp_path, files=2, rows_per_image=41, row_group_size=25)
-    assert training.describe_patches(str(workdir))["data_hash"] != dataset["data_hash"]
+    assert patch_stream.describe_patches(str(workdir))["data_hash"] != dataset["data_hash"]
 
 
 @pytest.mark.parametrize("steps, evaluations, expected", [
@@ -191,10 +191,10 @@ def test_validation_images_come_from_catalog_ok_rows(tmp_path, count, crop):
     write_catalog(tmp_path / "work", tmp_path / "archive", paths, extra_rows=[
         {"id": ids[2], "path": "zz_duplicate.png", "status": "duplicate", "duplicate_of": paths[2].name},
         {"id": ids[3], "path": "missing.png", "status": "rejected", "error": "corrupt"}])
-    files = training.fetch_validation_images(str(tmp_path / "work"), ids[1:], count)
+    files = validation.fetch_validation_images(str(tmp_path / "work"), ids[1:], count)
     assert [name for name, _ in files] == [p.name for p in paths[1:1 + count]]
     assert all(data == (tmp_path / "archive" / name).read_bytes() for name, data in files)
-    images = training.decode_validation_images(files, crop)
+    images = validation.decode_validation_images(files, crop)
     assert {im.size for im in images} == {(crop or 128, crop or 128)}
 
 
@@ -209,7 +209,7 @@ def test_validation_images_come_from_catalog_ok_rows(tmp_path, count, crop):
     ("1", -1.0, math.nan, False, (True, "lower BD-rate")),
 ])
 def test_champion_decision(champion, candidate, champion_bd, promote, expected):
-    assert training.champion_decision(champion, candidate, champion_bd, promote) == expected
+    assert registry.champion_decision(champion, candidate, champion_bd, promote) == expected
 
 
 # --------------------------------------------------------------------------------------------- flow, SQLite store
@@ -290,7 +290,7 @@ def test_train_flow_tracks_registers_and_promotes(tmp_path, prefect_harness, tin
 
 @pytest.mark.slow
 def test_train_flow_refuses_bad_resume(tmp_path, prefect_harness, tiny_training):
-    from flows.settings import ConfigError
+    from tasks.errors import ConfigError
     from flows.train import train_flow
 
     workdir = make_workdir(tmp_path, images=4, val=1, per_image=100)
@@ -302,7 +302,7 @@ def test_train_flow_refuses_bad_resume(tmp_path, prefect_harness, tiny_training)
 
 @pytest.mark.slow
 def test_train_flow_says_when_the_tracking_server_is_down(tmp_path, prefect_harness, monkeypatch):
-    from flows.settings import ConfigError
+    from tasks.errors import ConfigError
     from flows.train import train_flow
 
     workdir = make_workdir(tmp_path, images=3, val=1, per_image=50)
@@ -316,7 +316,7 @@ def test_train_flow_says_when_the_tracking_server_is_down(tmp_path, prefect_harn
 KILLED_TRAINING = """
 import json, os, signal, sys
 import sae_model
-from tasks import training
+from tasks import training, validation
 
 run_id, config, dataset, kill_at = json.loads(open(sys.argv[1]).read())
 step = sae_model.Trainer.step
@@ -328,7 +328,7 @@ def step_then_die(self, batch):
     return metrics
 
 sae_model.Trainer.step = step_then_die
-val = training.fetch_validation_images(sys.argv[2], dataset["val_image_ids"], config["loop"]["val_images"])
+val = validation.fetch_validation_images(sys.argv[2], dataset["val_image_ids"], config["loop"]["val_images"])
 training.train(run_id, config, dataset, val)
 """
 
@@ -348,9 +348,9 @@ def test_killed_training_resumes_to_the_same_result(tmp_path, prefect_harness, t
     workdir = make_workdir(tmp_path)
     settings = Settings.resolve().prepare()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)  # as train_flow does; an earlier test may have moved it
-    dataset = training.describe_patches(str(workdir))
+    dataset = patch_stream.describe_patches(str(workdir))
     config = training.training_config(steps, 0)
-    run_id = training.start_run(str(workdir), config, dataset, settings.mlflow_artifact_root)
+    run_id = tracking.start_run(str(workdir), config, dataset, settings.mlflow_artifact_root)
     job = tmp_path / "job.json"
     job.write_text(json.dumps([run_id, config, dataset, kill_at]))
     killed = subprocess.run([sys.executable, "-c", KILLED_TRAINING, str(job), str(workdir)], cwd=REPO,

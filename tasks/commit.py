@@ -1,0 +1,120 @@
+"""Storing a compress job: Dask workers write the planned batches as shards, and the driver commits the manifest
+as batches finish (at most every COMMIT_SECONDS) and at the end, so a crash loses at most the uncommitted batches.
+"""
+from __future__ import annotations
+
+import time
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import compress as units
+from tasks import shards
+from tasks.fanout import submit_and_collect
+from tasks.plan import account
+
+# Commit at most this often while batches finish: bounds the work a crash loses and the manifests written.
+COMMIT_SECONDS = 20.0
+
+
+class Committer:
+    """The driver's view of the shard set while a job runs; each commit() publishes one manifest generation."""
+
+    def __init__(self, out: str, manifest: dict, job: dict, model: dict, catalog: list[dict], plan: dict):
+        self.fs, self.root = shards.open_dir(out)
+        self.manifest, self.job, self.catalog, self.plan = manifest, job, catalog, plan
+        self.index = shards.read_index(self.fs, self.root, manifest)
+        self.manifest["models"][model["fingerprint"]] = {
+            "uri": model["uri"], "version": model["version"], "path": f"models/{model['fingerprint']}"}
+        self.pending_shards: list[dict] = []
+        self.pending_index: list[dict] = list(plan["duplicates"])
+        self.commits = 0
+        self.last_commit = time.monotonic()
+
+    def add(self, result: dict) -> None:
+        if result["shard"] is None:
+            return
+        self.pending_shards.append(result["shard"])
+        for item in result["items"]:
+            self.pending_index += [{"path": path, "id": item["id"], "shard": result["shard"]["name"],
+                                    "kind": item["kind"]} for path in item["paths"]]
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_commit >= COMMIT_SECONDS
+
+    def commit(self, totals: dict) -> dict:
+        """Write the pending index part, then the manifest that makes it and the pending shards visible."""
+        manifest = self.manifest
+        if self.pending_index:
+            name = f"index/{self.job['job']}-{self.commits:04d}.parquet"
+            data = shards.index_bytes(self.pending_index)
+            shards.put_atomic(self.fs, f"{self.root}/{name}", data)
+            manifest["index"].append({"name": name, "rows": len(self.pending_index), "bytes": len(data),
+                                      "sha256": shards.sha256_hex(data)})
+            self.index.update({e["path"]: (e["id"], e["shard"], e["kind"]) for e in self.pending_index})
+        manifest["shards"] += self.pending_shards
+        manifest["skipped"] = self.plan["skipped"]
+        counts = account(self.catalog, self.index, self.plan["skipped"])
+        manifest["totals"] = {**{k: v for k, v in counts.items() if k != "missing"},
+                              "items": sum(s["rows"] for s in manifest["shards"]),
+                              "original_bytes": manifest["totals"].get("original_bytes", 0) + totals["original_bytes"],
+                              "stored_bytes": manifest["totals"].get("stored_bytes", 0) + totals["stored_bytes"]}
+        manifest["jobs"] = [j for j in manifest["jobs"] if j["job"] != self.job["job"]] + [self.job]
+        committed = shards.write_manifest(self.fs, self.root, manifest)
+        # Byte totals accumulate per commit, so the next commit adds only what arrived after this one.
+        totals["original_bytes"] = totals["stored_bytes"] = 0
+        self.manifest = committed
+        self.pending_shards, self.pending_index = [], []
+        self.commits += 1
+        self.last_commit = time.monotonic()
+        return counts
+
+
+@task(cache_policy=NO_CACHE)
+def store_batches(source_url: str, out: str, committer: Committer, model: dict, rate: dict[str, float]) -> dict:
+    """Compress every planned batch on Dask, committing as they finish; return this job's statistics."""
+    job = committer.job["job"]
+    batches = committer.plan["batches"]
+    calls = [(source_url, out, job, n, items, model["fingerprint"], model["uri"], rate)
+             for n, items in enumerate(batches)]
+    keys = [f"compress-{job}-{n}" for n in range(len(batches))]
+    stats = {"new_items": 0, "coded": 0, "original_bytes": 0, "stored_bytes": 0, "bpp": [], "psnr": []}
+    uncommitted = {"original_bytes": 0, "stored_bytes": 0}
+    problems: list[str] = []
+    for n, result in submit_and_collect(units.compress_batch, calls, "compress", keys=keys, errors="return"):
+        if isinstance(result, Exception):  # a batch that failed every retry: its items stay unstored, reported missing
+            problems.append(f"batch {keys[n]} failed ({type(result).__name__}: {result}); run compress again")
+            continue
+        problems += result["problems"]
+        committer.add(result)
+        for item in result["items"]:
+            stats["new_items"] += 1
+            for key in ("original_bytes", "stored_bytes"):
+                value = item["original_bytes" if key == "original_bytes" else "compressed_bytes"]
+                stats[key] += value
+                uncommitted[key] += value
+            if item["kind"] == "coded":
+                stats["coded"] += 1
+                stats["bpp"].append(item["bpp"])
+                stats["psnr"].append(item["psnr"])
+        if committer.due():
+            committer.commit(uncommitted)
+    stats["counts"] = committer.commit(uncommitted)
+    stats["problems"] = problems
+    return stats
+
+
+def job_metrics(stats: dict, seconds: float) -> dict:
+    """The job's totals as recorded in the manifest and the lineage run."""
+    return {"new_items": stats["new_items"], "coded": stats["coded"],
+            "original_bytes": stats["original_bytes"], "compressed_bytes": stats["stored_bytes"],
+            "ratio": stats["original_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else 0.0,
+            "mean_bpp": sum(stats["bpp"]) / len(stats["bpp"]) if stats["bpp"] else 0.0,
+            "mean_psnr": _finite_mean(stats["psnr"]), "seconds": seconds,
+            "images_per_s": stats["new_items"] / seconds if seconds else 0.0,
+            **{k: v for k, v in stats["counts"].items() if k != "missing"}}
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    return sum(finite) / len(finite) if finite else 0.0

@@ -1,0 +1,72 @@
+"""Validation: the held-out original images and the real rate-distortion of a codec on them, against JPEG."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sae_model import evaluate
+
+
+def fetch_validation_images(workdir: str, image_ids: list[str], count: int) -> list[tuple[str, bytes]]:
+    """The original files of up to ``count`` validation images (first by path), read through the catalog's source."""
+    from tasks.sources import open_source
+
+    catalog = pq.read_table(Path(workdir) / "catalog.parquet", columns=["id", "path", "status"])
+    source_url = (catalog.schema.metadata or {}).get(b"saepress.source", b"").decode()
+    if not source_url:
+        raise ValueError(f"{Path(workdir) / 'catalog.parquet'} has no saepress.source metadata")
+    wanted = set(image_ids)
+    paths: dict[str, str] = {}
+    for row in catalog.filter(pc.equal(catalog["status"], "ok")).to_pylist():
+        if row["id"] in wanted:
+            paths.setdefault(row["id"], row["path"])
+    chosen = sorted(paths.values())[:count]
+    return sorted(open_source(source_url).read_many(chosen))
+
+
+def decode_validation_images(files: list[tuple[str, bytes]], crop: int | None) -> list["Image.Image"]:  # noqa: F821
+    from PIL import Image, ImageOps
+
+    images = []
+    for name, data in files:
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+        if crop and (image.width > crop or image.height > crop):
+            w, h = min(crop, image.width), min(crop, image.height)
+            left, top = (image.width - w) // 2, (image.height - h) // 2
+            image = image.crop((left, top, left + w, top + h))
+        # sae_model.evaluate tells images apart by .filename (for the per-image BD-rate); converted copies lose it.
+        image.filename = name
+        images.append(image)
+    return images
+
+
+class Validator:
+    """Real encode/decode rate-distortion of a codec on the validation images, against JPEG on the same images."""
+
+    def __init__(self, images: list, qualities: tuple[float, ...]):
+        self.images, self.qualities = images, tuple(qualities)
+        self.jpeg = evaluate.reference_curve("jpeg", images, evaluate.QUALITIES["jpeg"])
+
+    def summary(self, codec) -> dict[str, Any]:
+        return evaluate.summarise({"saepress": evaluate.codec_curve(codec, self.images, self.qualities),
+                                   "jpeg": self.jpeg})
+
+    @staticmethod
+    def metrics(summary: dict[str, Any]) -> dict[str, float]:
+        curve = summary["codecs"]["saepress"]
+        values = {"val/bd_rate_vs_jpeg": float(curve["bd_rate_vs_jpeg"])}
+        for quality, bpp, psnr in zip(curve["quality"], curve["bpp"], curve["psnr"]):
+            values[f"val/psnr_q{quality:g}"] = float(psnr)
+            values[f"val/bpp_q{quality:g}"] = float(bpp)
+        return values
+
+    def bd_rate(self, codec) -> float:
+        return bd_rate_of(self.summary(codec))
+
+
+def bd_rate_of(summary: dict[str, Any]) -> float:
+    return float(summary["codecs"]["saepress"]["bd_rate_vs_jpeg"])
