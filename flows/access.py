@@ -10,14 +10,15 @@ from tasks.access import check_shard_set, read_item
 
 def get_image(sharddir: str, image: str, out: str) -> dict[str, Any]:
     """Write one stored file to ``out``: by image id (sha256 hex) or by any of its original paths."""
+    problems: list[str] = []
     try:
-        data, kind, item = read_item(sharddir, image)
+        data, kind, item = read_item(sharddir, image, problems)
     except units.ItemError as exc:
-        return {"report": [], "problems": [f"{image}: {exc}"]}
+        return {"report": [], "problems": problems + [f"{image}: {exc}"]}
     out_fs, out_path = shards.open_dir(out)
     shards.put_atomic(out_fs, out_path, data)
     what = "PNG (decoded)" if kind == "coded" else "original bytes"
-    return {"report": [f"{image} -> {out}: {len(data)} bytes, {what}, item {item}"], "problems": []}
+    return {"report": [f"{image} -> {out}: {len(data)} bytes, {what}, item {item}"], "problems": problems}
 
 
 def verify(sharddir: str, decode: bool = False) -> dict[str, Any]:

@@ -119,8 +119,10 @@ def decompress_flow(sharddir: str, out: str, dask_address: str | None = None) ->
     """Write every stored file back under ``out`` at each of its original paths (coded images as PNG)."""
     settings = Settings.resolve(dask_address=dask_address).prepare()
     started = time.time()
-    fs, root, manifest = open_shard_set(sharddir)
+    fallbacks: list[str] = []
+    fs, root, manifest = open_shard_set(sharddir, fallbacks)
     targets, files, problems = plan.plan_decompress(shards.read_index(fs, root, manifest))
+    problems = fallbacks + problems
     with dask_client(settings):
         restored = restore_files(sharddir, manifest, targets, out)
     written, size = restored["written"], restored["bytes"]

@@ -17,19 +17,24 @@ from tasks.errors import ConfigError
 _ID_PREFIX = re.compile(r"[0-9a-f]{1,64}")
 
 
-def open_shard_set(sharddir: str) -> tuple[Any, str, dict]:
-    """The filesystem, root and current manifest of a shard set."""
+def open_shard_set(sharddir: str, problems: list[str] | None = None) -> tuple[Any, str, dict]:
+    """The filesystem, root and current manifest of a shard set.
+
+    With a ``problems`` list, a newest manifest that is unreadable gives way to the newest valid generation, and
+    ``problems`` says so (the reader goes on with what that generation lists; exit code 1).
+    """
     fs, root = shards.open_dir(sharddir)
     try:
-        return fs, root, shards.read_manifest(fs, root)
+        return fs, root, shards.read_manifest(fs, root, fallbacks=problems)
     except shards.ShardDirError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def read_item(sharddir: str, image: str) -> tuple[bytes, str, str]:
+def read_item(sharddir: str, image: str, problems: list[str]) -> tuple[bytes, str, str]:
     """One stored file's bytes (decoded PNG for coded items), its kind and its id: by original path or by (a unique
-    start of) its image id. Raises ConfigError when the shard set has no such file, ItemError when it is damaged."""
-    fs, root, manifest = open_shard_set(sharddir)
+    start of) its image id. Raises ConfigError when the shard set has no such file, ItemError when it is damaged;
+    ``problems`` gets what was found on the way (an unreadable newest manifest)."""
+    fs, root, manifest = open_shard_set(sharddir, problems)
     item, shard, kind = find_item(shards.read_index(fs, root, manifest), image, sharddir)
     try:
         rows = shards.read_shard(fs, f"{root}/{shard}", ids=[item]).to_pylist()
@@ -61,16 +66,16 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
 
     Problems name missing shards or items, extra files, corrupt shards or rows and items stored more than once.
     """
-    fs, root, manifest = open_shard_set(sharddir)
     problems: list[str] = []
+    fs, root, manifest = open_shard_set(sharddir, problems)
     listed = {f"{root}/{e['name']}" for e in manifest["shards"] + manifest["index"]}
     for folder in ("shards", "index"):
         if fs.exists(f"{root}/{folder}"):
             problems += [f"extra: {path} is not in the manifest (left by an interrupted job; the next compress "
                          "removes it)" for path in fs.ls(f"{root}/{folder}", detail=False) if path not in listed]
     for fingerprint, model in manifest["models"].items():
-        if not fs.isfile(f"{root}/{model['path']}/config.json"):
-            problems.append(f"missing: model {fingerprint[:12]} ({model['uri']}) is not in {model['path']}")
+        problems += [f"corrupt: model {fingerprint[:12]} ({model.get('uri')}) in {model['path']}: {problem}"
+                     for problem in units.model_problems(fs, f"{root}/{model['path']}", fingerprint)]
     totals = manifest["totals"]
     if totals and sum(totals[k] for k in ("coded", "passthrough", "duplicate", "skipped")) != totals["files"]:
         problems.append(f"missing: the last job stored {totals['coded'] + totals['passthrough']} item(s), "
@@ -84,8 +89,13 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
         index = {}
         problems.append(f"corrupt: an index file is unreadable ({exc})")
     wanted: dict[str, set[str]] = {}
-    for item, shard, _ in index.values():
+    for path, (item, shard, kind) in index.items():
         wanted.setdefault(shard, set()).add(item)
+        try:
+            units.safe_relative(units.output_name(path, kind))
+        except units.ItemError:
+            problems.append(f"unsafe: index path {path!r} would land outside the output folder "
+                            "(decompress leaves it out)")
     copies: Counter[str] = Counter()
     rows = decoded = 0
     for entry in manifest["shards"]:
@@ -102,6 +112,9 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
             copies[row["id"]] += 1
             present.add(row["id"])
             try:
+                if row["kind"] == "coded" and row["model_fingerprint"] not in manifest["models"]:
+                    raise units.ItemError(f"item {row['id'][:12]} is coded with model "
+                                          f"{str(row['model_fingerprint'])[:12]}, which the manifest does not list")
                 if decode:
                     units.restore(sharddir, row)
                     decoded += 1

@@ -84,3 +84,52 @@ def test_get_says_when_an_id_prefix_is_ambiguous(passthrough_set, tmp_path):
         get_image(str(passthrough_set), shared, str(tmp_path / "x"))
     with pytest.raises(ConfigError, match="neither an original path nor"):
         get_image(str(passthrough_set), "f/99.bin", str(tmp_path / "x"))
+
+
+@pytest.fixture(scope="module")
+def coded_set(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("coded") / "set"
+    write_set(root, dict(list(FILES.items())[:3]), coded={"c/red.png": Image.new("RGB", (24, 16), (200, 30, 30))})
+    return root
+
+
+@pytest.mark.parametrize("damage", ["replaced", "truncated", "deleted", "config deleted", "config not JSON"])
+def test_verify_checks_every_model_file_decoding_needs(coded_set, tmp_path, damage):
+    import shutil
+
+    copy = tmp_path / "set"
+    shutil.copytree(coded_set, copy)
+    (folder,) = (copy / "models").iterdir()
+    weights, config = folder / "weights.pt", folder / "config.json"
+    {"replaced": lambda: weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8),
+     "truncated": lambda: weights.write_bytes(weights.read_bytes()[:4096]),
+     "deleted": weights.unlink, "config deleted": config.unlink,
+     "config not JSON": lambda: config.write_text("{"),
+     }[damage]()
+    problems = verify(str(copy))["problems"]
+    assert problems and all(p.startswith(f"corrupt: model {folder.name[:12]}") for p in problems), problems
+    assert verify(str(coded_set))["problems"] == []
+
+
+@pytest.mark.parametrize("path", ["../escape.bin", "/etc/absolute.bin", "a/../../up.bin"])
+def test_verify_reports_index_paths_that_would_escape(tmp_path, path):
+    write_set(tmp_path / "set", {path: b"hostile", "fine.bin": b"fine"})
+    problems = verify(str(tmp_path / "set"))["problems"]
+    assert len(problems) == 1 and problems[0].startswith("unsafe:") and path in problems[0]
+
+
+def test_unreadable_newest_manifest_reads_the_previous_generation_and_says_so(coded_set, tmp_path):
+    import shutil
+
+    copy = tmp_path / "set"
+    shutil.copytree(coded_set, copy)
+    fs, root = shards.open_dir(str(copy))
+    current = shards.read_manifest(fs, root)
+    shards.write_manifest(fs, root, current)
+    (copy / shards.manifest_name(current["generation"] + 1)).write_text('{"manifest_version": 1, "gen')
+    result = verify(str(copy))
+    assert len(result["problems"]) == 1 and "using generation" in result["problems"][0]
+    got = get_image(str(copy), "f/01.bin", str(tmp_path / "one"))
+    assert (tmp_path / "one").read_bytes() == FILES["f/01.bin"] and "using generation" in got["problems"][0]
