@@ -4,15 +4,16 @@ from __future__ import annotations
 from typing import Any
 
 from tasks import compress as units
-from tasks import shards
+from tasks import defaults, shards
 from tasks.access import check_shard_set, read_item
 
 
-def get_image(sharddir: str, image: str, out: str) -> dict[str, Any]:
-    """Write one stored file to ``out``: by image id (sha256 hex) or by any of its original paths."""
+def get_image(sharddir: str, image: str, out: str, max_pixels: int = defaults.INGEST.max_pixels) -> dict[str, Any]:
+    """Write one stored file to ``out``: by image id (sha256 hex) or by any of its original paths; a coded image
+    whose header declares more than ``max_pixels`` is refused (a problem, nothing written)."""
     problems: list[str] = []
     try:
-        data, kind, item = read_item(sharddir, image, problems)
+        data, kind, item = read_item(sharddir, image, problems, max_pixels)
     except units.ItemError as exc:
         return {"report": [], "problems": problems + [f"{image}: {exc}"]}
     out_fs, out_path = shards.open_dir(out)

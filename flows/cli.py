@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dask-address", metavar="ADDR",
                        help="Dask scheduler, e.g. tcp://host:8786 (env SAEPRESS_DASK_ADDRESS; default: a local cluster)")
 
+    def max_pixels_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-pixels", type=_positive_int, default=defaults.INGEST.max_pixels, metavar="N",
+                       help="refuse to decode an image whose header declares more than N pixels, before allocating "
+                            "(bounds a worker's memory at ~4 bytes/pixel; default: %(default)s, what ingest admits)")
+
     p = command("ingest", "catalog an image archive into WORKDIR/catalog.parquet",
                 "SOURCE is a folder (recursive), a glob, a .tar/.tar.gz/.zip archive or an fsspec URL\n"
                 "(s3://bucket/prefix, memory://..., file://...). Every file gets a row: ok, duplicate, or rejected\n"
@@ -122,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                 _decompress)
     p.add_argument("sharddir", metavar="SHARDDIR")
     p.add_argument("--out", required=True, metavar="DIR")
+    max_pixels_option(p)
     dask_option(p)
 
     p = command("get", "write one image back, by image id (sha256) or original path",
@@ -129,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sharddir", metavar="SHARDDIR")
     p.add_argument("image", metavar="IMAGE", help="image id (full or unique prefix) or original path")
     p.add_argument("--out", required=True, metavar="FILE")
+    max_pixels_option(p)
 
     p = command("verify", "check a shard set: manifest, checksums, bitstreams",
                 "Reports missing, extra, corrupt and duplicated items; exit code 1 if there are any.\n"
@@ -163,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-server", action="store_true",
                    help="start no Prefect server; requires PREFECT_API_URL (prints how to start one otherwise)")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
 
 
 def _version() -> str:
@@ -240,14 +254,15 @@ def _decompress(args: argparse.Namespace) -> int:
     _prefect()
     from flows.compress import decompress_flow
 
-    return _report(decompress_flow(sharddir=sharddir, out=args.out,
+    return _report(decompress_flow(sharddir=sharddir, out=args.out, max_pixels=args.max_pixels,
                                    dask_address=args.dask_address))
 
 
 def _get(args: argparse.Namespace) -> int:
     from flows.access import get_image
 
-    return _report(get_image(sharddir=_existing_local(args.sharddir, "shard folder"), image=args.image, out=args.out))
+    return _report(get_image(sharddir=_existing_local(args.sharddir, "shard folder"), image=args.image, out=args.out,
+                             max_pixels=args.max_pixels))
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -115,8 +115,10 @@ def _mb(size: int) -> str:
 
 
 @flow(name="saepress-decompress")
-def decompress_flow(sharddir: str, out: str, dask_address: str | None = None) -> dict[str, Any]:
-    """Write every stored file back under ``out`` at each of its original paths (coded images as PNG)."""
+def decompress_flow(sharddir: str, out: str, dask_address: str | None = None,
+                    max_pixels: int = defaults.INGEST.max_pixels) -> dict[str, Any]:
+    """Write every stored file back under ``out`` at each of its original paths (coded images as PNG); coded
+    images whose header declares more than ``max_pixels`` are refused and listed as problems."""
     settings = Settings.resolve(dask_address=dask_address).prepare()
     started = time.time()
     fallbacks: list[str] = []
@@ -124,7 +126,7 @@ def decompress_flow(sharddir: str, out: str, dask_address: str | None = None) ->
     targets, files, problems = plan.plan_decompress(shards.read_index(fs, root, manifest))
     problems = fallbacks + problems
     with dask_client(settings):
-        restored = restore_files(sharddir, manifest, targets, out)
+        restored = restore_files(sharddir, manifest, targets, out, max_pixels)
     written, size = restored["written"], restored["bytes"]
     problems += restored["problems"]
     elapsed = time.time() - started

@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from tasks import compress as units
-from tasks import shards
+from tasks import defaults, shards
 from tasks.errors import ConfigError
 
 _ID_PREFIX = re.compile(r"[0-9a-f]{1,64}")
@@ -30,7 +30,8 @@ def open_shard_set(sharddir: str, problems: list[str] | None = None) -> tuple[An
         raise ConfigError(str(exc)) from None
 
 
-def read_item(sharddir: str, image: str, problems: list[str]) -> tuple[bytes, str, str]:
+def read_item(sharddir: str, image: str, problems: list[str],
+              max_pixels: int = defaults.INGEST.max_pixels) -> tuple[bytes, str, str]:
     """One stored file's bytes (decoded PNG for coded items), its kind and its id: by original path or by (a unique
     start of) its image id. Raises ConfigError when the shard set has no such file, ItemError when it is damaged;
     ``problems`` gets what was found on the way (an unreadable newest manifest)."""
@@ -40,7 +41,7 @@ def read_item(sharddir: str, image: str, problems: list[str]) -> tuple[bytes, st
         rows = shards.read_shard(fs, f"{root}/{shard}", ids=[item]).to_pylist()
         if not rows:
             raise units.ItemError(f"item {item[:12]} is missing from {shard}")
-        return units.restore(sharddir, rows[0]), kind, item
+        return units.restore(sharddir, rows[0], max_pixels), kind, item
     except (OSError, ValueError) as exc:
         raise units.ItemError(str(exc)) from None
 

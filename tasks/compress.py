@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from tasks import shards
+from tasks import defaults, shards
 
 # One codec per model folder per worker process: loading weights for every batch would dominate small shards.
 _CODECS: dict[str, Any] = {}
@@ -178,8 +178,9 @@ def check_row(row: dict) -> None:
         raise ItemError(f"item {row['id'][:12]} is corrupt (content hash mismatch)")
 
 
-def restore(sharddir: str, row: dict) -> bytes:
-    """The bytes to write for one stored row: the verbatim file, or a PNG of the decoded image."""
+def restore(sharddir: str, row: dict, max_pixels: int = defaults.INGEST.max_pixels) -> bytes:
+    """The bytes to write for one stored row: the verbatim file, or a PNG of the decoded image (refused, as an
+    ItemError, when its header declares more than ``max_pixels``)."""
     from sae_model import CodecError, read_header
 
     check_row(row)
@@ -191,7 +192,7 @@ def restore(sharddir: str, row: dict) -> bytes:
         if header.fingerprint != fingerprint:
             raise ItemError(f"item {row['id'][:12]}: bitstream made by model {header.fingerprint[:12]}, "
                             f"row says {fingerprint[:12]}")
-        image = load_codec(sharddir, fingerprint).decode(row["data"])
+        image = load_codec(sharddir, fingerprint).decode(row["data"], max_pixels=max_pixels)
     except CodecError as exc:
         raise ItemError(f"item {row['id'][:12]} cannot be decoded ({type(exc).__name__}: {exc})") from None
     return to_png(image, row["mode"])
@@ -228,7 +229,7 @@ def safe_relative(path: str) -> str:
 
 
 def decompress_shard(sharddir: str, shard: str, targets: dict[str, list[str]], out: str,
-                     entry: dict | None) -> dict:
+                     entry: dict | None, max_pixels: int = defaults.INGEST.max_pixels) -> dict:
     """Write every item of ``shard`` listed in ``targets`` (id -> original paths) under ``out``.
 
     ``entry``: the shard's manifest entry. A shard whose bytes differ from it is reported as damaged
@@ -252,7 +253,7 @@ def decompress_shard(sharddir: str, shard: str, targets: dict[str, list[str]], o
     for row in table.to_pylist():
         found.add(row["id"])
         try:
-            data = restore(sharddir, row)
+            data = restore(sharddir, row, max_pixels)
         except ItemError as exc:
             problems.append(f"{shard}: {exc}; paths {targets[row['id']]}")
             continue

@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import compress as units
-from tasks import shards
+from tasks import defaults, shards
 from tasks.fanout import submit_and_collect
 
 # Written by decompress beside the files when a name had to be shortened: {original path: name written}.
@@ -15,13 +15,14 @@ RENAMED = "saepress-renamed.json"
 
 
 @task(cache_policy=NO_CACHE)
-def restore_files(sharddir: str, manifest: dict, targets: dict[str, dict[str, list[str]]], out: str) -> dict:
+def restore_files(sharddir: str, manifest: dict, targets: dict[str, dict[str, list[str]]], out: str,
+                  max_pixels: int = defaults.INGEST.max_pixels) -> dict:
     """Write every item of ``targets`` (shard -> item -> paths) under ``out``; a failed shard never stops another.
 
     Names too long for the output filesystem are shortened (tasks.compress.write_output) and listed in RENAMED.
     """
     entries = {entry["name"]: entry for entry in manifest["shards"]}
-    calls = [(sharddir, shard, items, out, entries.get(shard)) for shard, items in targets.items()]
+    calls = [(sharddir, shard, items, out, entries.get(shard), max_pixels) for shard, items in targets.items()]
     keys = [f"decompress-{shard}" for shard in targets]
     written, size, problems, renamed = 0, 0, [], {}
     for n, result in submit_and_collect(units.decompress_shard, calls, "decompress", keys=keys, errors="return"):

@@ -136,6 +136,25 @@ def test_get_one_item(compressed, archive, tmp_path, key):
         assert (tmp_path / "one").read_bytes() == notes
 
 
+def test_images_above_max_pixels_are_refused_and_listed_the_rest_restored(compressed, archive, tmp_path):
+    from flows.access import get_image
+    from flows.compress import decompress_flow
+
+    out, _ = compressed
+    folder, expected = archive
+    with Image.open(folder / "img0.png") as image:
+        limit = image.width * image.height - 1
+    got = get_image(str(out), "img0.png", str(tmp_path / "one.png"), max_pixels=limit)
+    assert "ImageTooLargeError" in got["problems"][0] and "--max-pixels" in got["problems"][0]
+    assert not (tmp_path / "one.png").exists()
+    assert get_image(str(out), "img0.png", str(tmp_path / "one.png"), max_pixels=limit + 1)["problems"] == []
+    result = decompress_flow(sharddir=str(out), out=str(tmp_path / "restored"), max_pixels=1)
+    coded = [p for p, kind in expected.items() if kind != "passthrough"]
+    assert result["written"] == len(expected) - len(coded)
+    assert sum("ImageTooLargeError" in p for p in result["problems"]) == len(set(coded) - {"sub/copy.png"})
+    assert (tmp_path / "restored" / "notes.txt").exists()
+
+
 def test_get_unknown_is_a_config_error(compressed, tmp_path):
     from flows.access import get_image
     from tasks.errors import ConfigError

@@ -80,3 +80,7 @@ def test_a_legitimate_multi_tile_image_decodes_under_the_default_limit(codec, mo
     with pytest.raises(ImageTooLargeError):
         codec.decode(data, max_pixels=290 * 300 - 1)
 
+
+def test_the_decode_limit_of_get_and_decompress_is_the_codecs_and_admits_what_ingest_admits():
+    from tasks import defaults
+    assert defaults.INGEST.max_pixels == sae_model.DEFAULT_MAX_PIXELS
