@@ -66,6 +66,24 @@ class Trainer:
                 zk = z[k][member == k]
                 self.var[k] = (zk ** 2).mean(0) if len(zk) else (z[k] ** 2).mean(0)
 
+    def initialize_from(self, codec) -> None:
+        """Warm start: every member's basis and coefficient variances from a trained codec (same K).
+
+        A codec's bases are [1/8, C0 @ Q_k] with columns sorted by variance; C0 has orthonormal columns, so
+        Q_k = C0^T @ bases_k[:, 1:] recovers an orthogonal rotation (in sorted order, which to_codec re-sorts).
+        """
+        bases = codec.weights["bases"].numpy().astype(np.float64)
+        if bases.shape[0] != self.config.K:
+            raise ValueError(f"warm start needs a codec with K={self.config.K} members, this one has "
+                             f"{bases.shape[0]}; set K={bases.shape[0]} or start cold")
+        C0 = complement().numpy()
+        Q = np.einsum("dj,kdi->kji", C0, bases[:, :, 1:])
+        # float32 storage leaves ~1e-7 off orthogonality; the parametrisation needs an exact orthogonal matrix.
+        u, _, vt = np.linalg.svd(Q)
+        self.model.set_rotations(u @ vt)
+        sigma = codec.weights["sigma16"].numpy().astype(np.float64) / 16
+        self.var = torch.from_numpy(np.maximum(sigma, 1 / 16) ** 2).to(self.device)
+
     def step(self, batch: np.ndarray) -> dict:
         x = torch.from_numpy(patches_to_blocks(batch)).to(self.device)
         out = self.model(x)
