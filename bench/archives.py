@@ -6,32 +6,17 @@
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.fixtures_archives import document_page  # noqa: E402
+
 DEV_IMAGES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dev-images"
 CONTENTS = ("documents", "photos")
 TILE = 256
-
-
-def documents(rng: np.random.Generator, size: int):
-    """A page scan: dark lines of text-like strings on slightly uneven paper, a little blur and sensor noise."""
-    from PIL import Image, ImageDraw, ImageFilter, ImageFont
-
-    page = Image.new("L", (size, size), int(rng.integers(225, 250)))
-    draw = ImageDraw.Draw(page)
-    font = ImageFont.load_default(size=int(rng.integers(11, 18)))
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz      ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;"))
-    y = int(rng.integers(4, 20))
-    while y < size - 16:
-        line = "".join(rng.choice(letters, int(rng.integers(20, 60))))
-        draw.text((int(rng.integers(4, 30)), y), line, fill=int(rng.integers(10, 70)), font=font)
-        y += int(rng.integers(16, 26))
-    page = page.filter(ImageFilter.GaussianBlur(0.6))
-    noisy = np.asarray(page, np.float32) + rng.normal(0, 3, (size, size))
-    tint = np.array([1.0, 0.98, 0.93]) * rng.uniform(0.95, 1.0)  # paper is rarely pure grey
-    return Image.fromarray(np.clip(noisy[..., None] * tint, 0, 255).astype(np.uint8), "RGB")
 
 
 def photo_tiles(paths: list[Path]) -> list:
@@ -51,7 +36,7 @@ def images(content: str, count: int, held_out: bool, size: int = 320, dev_images
     """``count`` images of ``content``; ``held_out`` ones never overlap the training ones (other seed/photos)."""
     if content == "documents":
         rng = np.random.default_rng(1 if held_out else 0)
-        return [documents(rng, size) for _ in range(count)]
+        return [document_page(rng, size) for _ in range(count)]
     if content == "photos":
         from sae_model.pretrained import held_out as unseen
 

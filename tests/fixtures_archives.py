@@ -50,6 +50,28 @@ def _noise(width: int, height: int, seed: int, channels: int = 3) -> np.ndarray:
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
+def document_page(rng: np.random.Generator, size: int) -> Image.Image:
+    """A page scan: dark lines of text-like strings on slightly uneven paper, a little blur and sensor noise.
+
+    Content far from the photographs the shipped default model was trained on (its weakest kind).
+    """
+    from PIL import ImageDraw, ImageFilter, ImageFont
+
+    page = Image.new("L", (size, size), int(rng.integers(225, 250)))
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=int(rng.integers(11, 18)))
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz      ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;"))
+    y = int(rng.integers(4, 20))
+    while y < size - 16:
+        line = "".join(rng.choice(letters, int(rng.integers(20, 60))))
+        draw.text((int(rng.integers(4, 30)), y), line, fill=int(rng.integers(10, 70)), font=font)
+        y += int(rng.integers(16, 26))
+    page = page.filter(ImageFilter.GaussianBlur(0.6))
+    noisy = np.asarray(page, np.float32) + rng.normal(0, 3, (size, size))
+    tint = np.array([1.0, 0.98, 0.93]) * rng.uniform(0.95, 1.0)  # paper is rarely pure grey
+    return Image.fromarray(np.clip(noisy[..., None] * tint, 0, 255).astype(np.uint8), "RGB")
+
+
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
