@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse to decode an image whose header declares more than N pixels, before allocating "
                             "(bounds a worker's memory at ~4 bytes/pixel; default: %(default)s, what ingest admits)")
 
+    def start_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--start", choices=defaults.TRAIN_STARTS, default=defaults.TRAIN_START,
+                       help="warm: from the shipped default model; cold: from the data; auto (default): warm "
+                            f"below {defaults.WARM_BELOW_ROWS:,} training patches, else cold")
+
     p = command("ingest", "catalog an image archive into WORKDIR/catalog.parquet",
                 "SOURCE is a folder (recursive), a glob, a .tar/.tar.gz/.zip archive or an fsspec URL\n"
                 "(s3://bucket/prefix, memory://..., file://...). Every file gets a row: ok, duplicate, or rejected\n"
@@ -92,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", "train a codec model on WORKDIR/patches and register it in MLflow",
                 "Trains on the GPU when there is one, otherwise on all CPU cores; logs params, metrics, plots\n"
                 "and the model to MLflow, registers a new version with alias `candidate`, and moves `champion`\n"
-                "to it only if it beats the current champion on the validation images.", _train)
+                "to it only if its BD-rate beats both the current champion's and the shipped default's on the\n"
+                f"same validation images, and only with enough of them ({defaults.MIN_VAL_IMAGES} images and "
+                f"{defaults.MIN_VAL_PIXELS:,} pixels).", _train)
     p.add_argument("workdir", metavar="WORKDIR")
     p.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's default)")
     p.add_argument("--seed", type=int, default=defaults.TRAIN_SEED, help="default: %(default)s")
@@ -100,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"registered model name (default: {defaults.MODEL_NAME}, or SAEPRESS_MODEL_NAME)")
     p.add_argument("--promote", action="store_true", help="make the new version `champion` unconditionally")
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted training run from its checkpoint")
+    start_option(p)
 
     p = command("compress", "compress an archive into self-contained sparse-code shards",
                 "SOURCE is anything `ingest` accepts, or a WORKDIR that already has catalog.parquet. The model\n"
@@ -108,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "registry. Files that are not images are stored verbatim unless --skip-rejected.", _compress)
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--out", required=True, metavar="SHARDDIR", help="output folder or fsspec URL")
-    p.add_argument("--model", metavar="URI_OR_PATH", help="e.g. models:/saepress-codec@champion or ./my-model")
+    p.add_argument("--model", metavar="URI_OR_PATH",
+                   help="e.g. models:/saepress-codec@champion, ./my-model, or sae_model:pretrained (the shipped one)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=float, metavar="Q",
                       help=f"0-100, higher is better (default: {defaults.QUALITY:g})")
@@ -152,12 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", "the whole pipeline: ingest, extract, train, compress, verify",
                 "Without SOURCE it uses a few sample images shipped with saepress. Everything lands in WORKDIR:\n"
-                "catalog.parquet, patches/, shards/; the model is tracked and registered in MLflow.\n"
-                "--model skips training and compresses with that model.", _run)
+                "catalog.parquet, patches/, shards/; the model is tracked and registered in MLflow. The shards\n"
+                "are coded with the best of the new model (if promoted), the champion and the shipped default on\n"
+                "the validation images; a table of them ends the output. --model skips training.", _run)
     p.add_argument("source", nargs="?", metavar="SOURCE")
     p.add_argument("--out", required=True, metavar="WORKDIR")
     p.add_argument("--model", metavar="URI_OR_PATH", help="skip training and use this model")
     p.add_argument("--steps", type=int, metavar="N", help="training steps (default: the model's default)")
+    start_option(p)
     p.add_argument("--quality", type=float, default=defaults.QUALITY, metavar="Q", help="default: %(default)g")
     dask_option(p)
 
@@ -235,7 +246,7 @@ def _train(args: argparse.Namespace) -> int:
     from flows.train import train_flow
 
     return _report(train_flow(workdir=args.workdir, steps=args.steps, seed=args.seed, model_name=args.model_name,
-                              promote=args.promote, resume=args.resume))
+                              promote=args.promote, resume=args.resume, start=args.start))
 
 
 def _compress(args: argparse.Namespace) -> int:
@@ -283,7 +294,7 @@ def _run(args: argparse.Namespace) -> int:
     source = _existing_local(args.source, "source") if args.source else None
     _prefect()
     return _report(run_flow(source=source, out=args.out, model=args.model, steps=args.steps, quality=args.quality,
-                            dask_address=args.dask_address))
+                            dask_address=args.dask_address, start=args.start))
 
 
 def _serve(args: argparse.Namespace) -> int:

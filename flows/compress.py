@@ -69,7 +69,7 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
         + ("" if accounted == counts["files"] else f" + {counts['files'] - accounted} MISSING"),
     ]
     report += [f"skipped: {e['path']} ({e['reason']})" for e in committer.manifest["skipped"]]
-    return {"report": report, "problems": problems, "job": job_id, "totals": metrics,
+    return {"report": report, "problems": problems, "job": job_id, "totals": metrics, "model": resolved,
             "manifest_generation": committer.manifest["generation"]}
 
 

@@ -17,7 +17,8 @@ from tasks.errors import ConfigError
 
 @flow(name="saepress-train", log_prints=True)
 def train_flow(workdir: str, steps: int | None = None, seed: int = defaults.TRAIN_SEED,
-               model_name: str | None = None, promote: bool = False, resume: str | None = None) -> dict[str, Any]:
+               model_name: str | None = None, promote: bool = False, resume: str | None = None,
+               start: str = defaults.TRAIN_START) -> dict[str, Any]:
     settings = Settings.resolve(model_name=model_name).prepare()
     workdir_path = Path(workdir).resolve()
     if not patch_stream.patch_files(str(workdir_path)):
@@ -33,7 +34,7 @@ def train_flow(workdir: str, steps: int | None = None, seed: int = defaults.TRAI
     if resume:
         run_id, config = resume, _resumable_config(resume, steps, dataset)
     else:
-        config = training.training_config(steps, seed)
+        config = training.training_config(steps, seed, start=start, train_rows=dataset["train_rows"])
         run_id = training_tasks.start_run_task(str(workdir_path), config, dataset, settings.mlflow_artifact_root)
     print(f"MLflow run {run_id} at {settings.mlflow_tracking_uri}")
 
@@ -56,11 +57,12 @@ def train_flow(workdir: str, steps: int | None = None, seed: int = defaults.TRAI
 
     name = settings.model_name
     report = [
-        f"trained {result['steps']} steps on {result['device']} in {seconds:.0f} s"
-        f"{' (resumed)' if resume else ''}: validation BD-rate vs JPEG {result['bd_rate']:+.1f}% "
+        f"trained {result['steps']} steps ({config['loop']['start']} start) on {result['device']} in "
+        f"{seconds:.0f} s{' (resumed)' if resume else ''}: validation BD-rate vs JPEG {result['bd_rate']:+.1f}% "
         f"on {len(val_files)} images",
         f"MLflow run {run_id} ({settings.mlflow_tracking_uri})",
         f"registered models:/{name}/{version} (alias candidate)",
+        *comparison_table(decision),
         _decision_line(name, decision),
     ]
     return {"report": report, "problems": [], "model_uri": f"models:/{name}/{version}", "run_id": run_id,
@@ -109,10 +111,22 @@ def _resumable_config(run_id: str, steps: int | None, dataset: dict[str, Any]) -
     return config
 
 
+def comparison_table(decision: dict[str, Any]) -> list[str]:
+    """The champion decision's measurements as a few lines: every contender and reference on the same images."""
+    quality = decision["table"][0]["quality"]
+    lines = [f"validation: {decision['validation_images']} images, {decision['validation_pixels']:,} pixels",
+             f"  {'':<10}{'BD-rate vs JPEG':>16}{f'bpp @q{quality:g}':>11}{f'PSNR @q{quality:g}':>11}  model"]
+    for row in decision["table"]:
+        lines.append(f"  {row['name']:<10}{row['bd_rate']:>+15.1f}%{row['bpp']:>11.3f}{row['psnr']:>11.2f}"
+                     f"  {row['model'] or ''}")
+    return lines
+
+
 def _decision_line(name: str, decision: dict[str, Any]) -> str:
-    numbers = f"candidate BD-rate {decision['candidate_bd_rate']:+.2f}%"
-    if decision["champion_bd_rate"] is not None:
-        numbers += f" vs champion v{decision['champion_version']} {decision['champion_bd_rate']:+.2f}%" \
-                   " on the same validation images"
-    winner = decision["candidate_version"] if decision["decision"] == "promoted" else decision["champion_version"]
-    return f"champion: models:/{name}/{winner} ({decision['decision']}: {decision['reason']}; {numbers})"
+    if decision["decision"] == "promoted":
+        champion = f"models:/{name}/{decision['candidate_version']}"
+    elif decision["champion_version"] is not None:
+        champion = f"models:/{name}/{decision['champion_version']}"
+    else:
+        champion = "none (compress uses the shipped default)"
+    return f"decision: {decision['decision']} ({decision['reason']}); champion: {champion}"

@@ -32,6 +32,17 @@ INGEST = IngestLimits()
 EXTRACT = ExtractOptions()
 SHARDS = ShardLimits()
 TRAIN_SEED = 0
+TRAIN_STARTS = ("auto", "warm", "cold")
+TRAIN_START = "auto"
+# bench/warm_start.py: a warm start (from the shipped default) beat a cold one at 3 images (768 patches) on page
+# scans and photographs; from 10 images (2,560 patches) a cold start won on page scans by 1.7-4 BD-rate points,
+# and on photographs neither beat the default (which then stays in use). "auto" starts warm below this many patches.
+WARM_BELOW_ROWS = 2048
+# Least validation data for a promotion (bench/validation_noise.py): over the choice of images, the BD-rate
+# difference between two models has a standard deviation of ~3 points per image, ~1.0-1.2 points for 8 images of
+# 128-256 px. Below this a new model is registered but not promoted.
+MIN_VAL_IMAGES = 8
+MIN_VAL_PIXELS = 8 * 128 * 128
 MODEL_NAME = "saepress-codec"      # registered model name of `train` and of compress's champion lookup
 QUALITY = 50.0                      # compress quality when no --quality, --target-bpp or --target-psnr is given
 SERVE_PORT = 4200                   # port of the local Prefect server `saepress serve` starts

@@ -20,7 +20,9 @@ def resolve_model(model: str | None, model_name: str, out: str) -> dict[str, Any
     from sae_model import Codec, CodecError
 
     uri, version, run_id = model, None, None
-    if model is None or model.startswith("models:/"):
+    if model == registry.DEFAULT_URI:
+        uri = None
+    elif model is None or model.startswith("models:/"):
         uri, version, run_id = registry.resolve(model or f"models:/{model_name}@{registry.CHAMPION}")
     try:
         codec = Codec.load(uri) if uri else Codec.pretrained()
@@ -40,4 +42,4 @@ def resolve_model(model: str | None, model_name: str, out: str) -> dict[str, Any
         units.load_codec(out, fingerprint)
     except units.ItemError as exc:
         raise ConfigError(f"{exc}; delete {units.model_dir(out, fingerprint)} and run again") from None
-    return {"uri": uri or "sae_model:pretrained", "version": version, "run_id": run_id, "fingerprint": fingerprint}
+    return {"uri": uri or registry.DEFAULT_URI, "version": version, "run_id": run_id, "fingerprint": fingerprint}

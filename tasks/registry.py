@@ -5,15 +5,22 @@ rule is one function, champion_decision.
 """
 from __future__ import annotations
 
+import json
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from sae_model import evaluate
+from tasks import defaults
 from tasks.errors import ConfigError
 from tasks.tracking import TAG, client
 from tasks.training import LoopConfig
 from tasks.validation import Validator, decode_validation_images
 
 CHAMPION = "champion"
+DEFAULT_URI = "sae_model:pretrained"  # how compress records (and accepts) the shipped default model
+REFERENCES = ("webp",)  # formats measured beside JPEG (the BD-rate anchor) in the champion decision
 CANDIDATE = "candidate"
 # Error codes of a registry lookup that found nothing (no such model, alias or version).
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
@@ -80,11 +87,13 @@ def champion_version(model_name: str) -> str | None:
 
 def decide_champion(run_id: str, model_name: str, version: str, val_files: list[tuple[str, bytes]],
                     loop: dict[str, Any], promote: bool) -> dict[str, Any]:
-    """Move ``champion`` to ``version`` if it has the lower BD-rate on this run's validation images (or if forced).
+    """Move ``champion`` to ``version`` only if it beats both incumbents: the champion and the shipped default.
 
-    Both models are loaded through the registry and measured here, one after the other on the same images: the
-    encoder's float32 decisions can differ in the last bits between processes, so numbers from the training loop
-    and from here are not compared. The decision and both numbers go to the run's tags and metrics.
+    The candidate, the champion (if any), the shipped default, JPEG and WebP are all measured here, one after the
+    other on the same validation images: the encoder's float32 decisions can differ in the last bits between
+    processes, so numbers from the training loop and from here are not compared. The numbers, the decision and an
+    RD plot of the same codecs go to the run. ``compress_with`` names the best of the three models on these images
+    (``None``: the shipped default), for a job that compresses this archive next.
     """
     from sae_model import Codec
 
@@ -92,32 +101,73 @@ def decide_champion(run_id: str, model_name: str, version: str, val_files: list[
     current = champion_version(model_name)
     config = LoopConfig.from_dict(loop)
     validator = Validator(decode_validation_images(val_files, config.val_crop), config.qualities)
-    candidate_bd_rate = validator.bd_rate(Codec.load(f"models:/{model_name}/{version}"))
-    champion_bd_rate = None
+    models = {"candidate": f"models:/{model_name}/{version}"}
     if current is not None:
-        champion_bd_rate = validator.bd_rate(Codec.load(f"models:/{model_name}@{CHAMPION}"))
-    promoted, reason = champion_decision(current, candidate_bd_rate, champion_bd_rate, promote)
+        models["champion"] = f"models:/{model_name}/{current}"
+    codecs = {name: Codec.load(uri) for name, uri in models.items()}
+    codecs["default"] = Codec.pretrained()
+    comparison = validator.compare(codecs, REFERENCES, defaults.QUALITY)
+    bd = {name: comparison["summary"]["codecs"][name]["bd_rate_vs_jpeg"] for name in comparison["points"]}
+    shortfall = validation_shortfall(comparison["images"], comparison["pixels"], config)
+    promoted, reason = champion_decision(bd["candidate"], bd.get("champion"), bd["default"], promote, shortfall)
     if promoted:
         mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
+    incumbents = ("champion", "default") if current is not None else ("default",)
+    best = "candidate" if promoted else min(incumbents, key=lambda name: (math.isnan(bd[name]), bd[name]))
     decision = {"decision": "promoted" if promoted else "kept", "reason": reason, "candidate_version": version,
-                "candidate_bd_rate": candidate_bd_rate, "champion_version": current,
-                "champion_bd_rate": champion_bd_rate}
-    for key, value in decision.items():
-        mlflow_client.set_tag(run_id, f"{TAG}champion.{key}", "" if value is None else str(value))
-    mlflow_client.log_metric(run_id, "decision/candidate_bd_rate", candidate_bd_rate)
-    if champion_bd_rate is not None:
-        mlflow_client.log_metric(run_id, "decision/champion_bd_rate", champion_bd_rate)
-    mlflow_client.set_model_version_tag(model_name, version, "champion_decision", decision["decision"])
+                "candidate_bd_rate": bd["candidate"], "champion_version": current,
+                "champion_bd_rate": bd.get("champion"), "default_bd_rate": bd["default"],
+                "default_fingerprint": codecs["default"].fingerprint,
+                "validation_images": comparison["images"], "validation_pixels": comparison["pixels"],
+                "compress_with": None if best == "default" else models[best]}
+    decision["table"] = [{"name": name, "model": models.get(name, DEFAULT_URI if name == "default" else None),
+                          "bd_rate": bd[name], "quality": comparison["quality"], **comparison["points"][name]}
+                         for name in comparison["points"]]
+    _log_decision(mlflow_client, run_id, model_name, version, decision, comparison["summary"])
     return decision
 
 
-def champion_decision(champion: str | None, candidate_bd_rate: float, champion_bd_rate: float | None,
-                      promote: bool) -> tuple[bool, str]:
-    """Whether the candidate becomes champion, and why. A NaN BD-rate (no PSNR overlap with JPEG) never wins."""
-    if champion is None:
-        return True, "no champion yet"
+def validation_shortfall(images: int, pixels: int, config: LoopConfig) -> str | None:
+    """Why there is too little validation data for a promotion, and how much is needed; None when enough."""
+    if images >= config.min_val_images and pixels >= config.min_val_pixels:
+        return None
+    return (f"too little validation data to decide ({images} images, {pixels:,} pixels; a promotion needs at least "
+            f"{config.min_val_images} images and {config.min_val_pixels:,} pixels): extract an archive with more "
+            f"images or a larger --val-fraction, or force it with --promote")
+
+
+def _log_decision(mlflow_client, run_id: str, model_name: str, version: str, decision: dict[str, Any],
+                  summary: dict[str, Any]) -> None:
+    for key, value in decision.items():
+        if key != "table":
+            mlflow_client.set_tag(run_id, f"{TAG}champion.{key}", "" if value is None else str(value))
+    for row in decision["table"]:
+        quality = f"q{row['quality']:g}"
+        for metric, value in (("bd_rate", row["bd_rate"]), (f"bpp_{quality}", row["bpp"]),
+                              (f"psnr_{quality}", row["psnr"])):
+            if value is not None and math.isfinite(value):
+                mlflow_client.log_metric(run_id, f"decision/{row['name']}_{metric}", value)
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluate.rd_plot(summary, Path(tmp) / "rd.png")
+        (Path(tmp) / "rd.json").write_text(json.dumps(summary, indent=2, default=float))
+        mlflow_client.log_artifact(run_id, str(Path(tmp) / "rd.png"), "plots")
+        mlflow_client.log_artifact(run_id, str(Path(tmp) / "rd.json"), "plots")
+    mlflow_client.set_model_version_tag(model_name, version, "champion_decision", decision["decision"])
+
+
+def champion_decision(candidate: float, champion: float | None, default: float, promote: bool,
+                      shortfall: str | None = None) -> tuple[bool, str]:
+    """Whether the candidate becomes champion, and why: it must have a lower BD-rate than the shipped default and
+    than the champion (when there is one), measured on enough validation data. A NaN BD-rate (no PSNR overlap with
+    JPEG) never wins; an incumbent's NaN loses to any number."""
     if promote:
         return True, "forced by --promote"
-    if candidate_bd_rate < champion_bd_rate or (math.isnan(champion_bd_rate) and not math.isnan(candidate_bd_rate)):
-        return True, "lower BD-rate"
-    return False, "BD-rate not lower"
+    if shortfall:
+        return False, shortfall
+    if math.isnan(candidate):
+        return False, "the candidate's BD-rate is undefined (no PSNR overlap with JPEG)"
+    incumbents = {"shipped default": default, **({} if champion is None else {"champion": champion})}
+    better_or_equal = [name for name, value in incumbents.items() if not math.isnan(value) and value <= candidate]
+    if better_or_equal:
+        return False, f"BD-rate not lower than the {' and the '.join(better_or_equal)}'s"
+    return True, f"lower BD-rate than the {' and the '.join(incumbents)}"

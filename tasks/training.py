@@ -6,7 +6,6 @@ checkpoint artifact and sees exactly the batches an uninterrupted one would have
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import tempfile
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sae_model import evaluate
+from tasks import defaults
+from tasks.errors import ConfigError
 from tasks.patch_stream import PatchStream
 from tasks.tracking import TAG, MetricBuffer, client
 from tasks.validation import Validator, bd_rate_of, decode_validation_images
@@ -30,9 +31,12 @@ class LoopConfig:
     evaluations: int = 4             # validation passes, evenly spaced; the last one is at the final step
     checkpoint_every: int = 100      # steps between checkpoints logged to the run
     log_every: int = 25              # per-step metrics are sent to MLflow in batches of this many steps
-    val_images: int = 4              # validation images used for real bpp/PSNR and BD-rate
+    val_images: int = 8              # validation images used for real bpp/PSNR and BD-rate
     val_crop: int | None = 256       # centre crop of each validation image: keeps a validation pass to seconds on CPU
     qualities: tuple[float, ...] = evaluate.QUALITIES["saepress"]
+    min_val_images: int = defaults.MIN_VAL_IMAGES   # least validation data for a promotion
+    min_val_pixels: int = defaults.MIN_VAL_PIXELS
+    start: str = "cold"              # "warm": from the shipped default's transforms and variances; "cold": data-driven
     init_samples: int = 8192         # patches for the trainer's data-driven initialisation
     window_rows: int = 65536         # shuffle window: patches loaded (and permuted) together, ~48 MiB at dim 192
 
@@ -46,12 +50,25 @@ class LoopConfig:
 
 
 def training_config(steps: int | None, seed: int, loop: LoopConfig | None = None,
-                    **model: Any) -> dict[str, Any]:
-    """The full configuration of a training as JSON-able dicts: the codec's TrainConfig and the loop's settings."""
-    from sae_model import TrainConfig
+                    start: str = defaults.TRAIN_START, train_rows: int = 0, **model: Any) -> dict[str, Any]:
+    """The full configuration of a training as JSON-able dicts: the codec's TrainConfig and the loop's settings.
 
+    ``start`` "auto" becomes "warm" for a small dataset (fewer than defaults.WARM_BELOW_ROWS training patches) when
+    the model has the shipped default's number of members, else "cold"; the run records the resolved value.
+    """
+    from sae_model import Codec, TrainConfig
+
+    if start not in defaults.TRAIN_STARTS:
+        raise ConfigError(f"--start must be one of {', '.join(defaults.TRAIN_STARTS)}, got {start!r}")
     train = dataclasses.replace(TrainConfig(), seed=seed, **({"steps": steps} if steps else {}), **model)
-    return {"train": dataclasses.asdict(train), "loop": dataclasses.asdict(loop or LoopConfig())}
+    members = Codec.pretrained().config["K"]
+    if start == "warm" and train.K != members:
+        raise ConfigError(f"a warm start needs K={members} (the shipped default's members), this training has "
+                          f"K={train.K}; use --start cold")
+    if start == "auto":
+        start = "warm" if train.K == members and train_rows < defaults.WARM_BELOW_ROWS else "cold"
+    loop = dataclasses.replace(loop or LoopConfig(), start=start)
+    return {"train": dataclasses.asdict(train), "loop": dataclasses.asdict(loop)}
 
 
 def use_all_cpu_cores() -> int:
@@ -70,7 +87,7 @@ def train(run_id: str, config: dict[str, Any], dataset: dict[str, Any],
     """
     import torch
 
-    from sae_model import Trainer, TrainConfig
+    from sae_model import Codec, Trainer, TrainConfig
 
     loop = LoopConfig.from_dict(config["loop"])
     train_config = TrainConfig(**config["train"])
@@ -85,7 +102,12 @@ def train(run_id: str, config: dict[str, Any], dataset: dict[str, Any],
     checkpoint = _download_checkpoint(run_id)
     if checkpoint is None:
         torch.manual_seed(train_config.seed)
-        trainer.initialize(stream.head(loop.init_samples))
+        if loop.start == "warm":
+            default = Codec.pretrained()
+            trainer.initialize_from(default)
+            mlflow_client.set_tag(run_id, TAG + "warm_start_from", default.fingerprint)
+        else:
+            trainer.initialize(stream.head(loop.init_samples))
     else:
         trainer.load_state_dict(checkpoint["trainer"])
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -115,7 +137,7 @@ def train(run_id: str, config: dict[str, Any], dataset: dict[str, Any],
     codec = trainer.to_codec()
     if summary_step != steps:  # resumed from the final checkpoint: nothing left to train, nothing measured yet
         summary = validator.summary(codec)
-    _log_model_artifacts(mlflow_client, run_id, codec, summary)
+    _log_model_artifacts(mlflow_client, run_id, codec)
     return {"steps": trainer.step_count, "bd_rate": bd_rate_of(summary),
             "validation": validator.metrics(summary), "device": trainer.device, "fingerprint": codec.fingerprint}
 
@@ -144,17 +166,13 @@ def _download_checkpoint(run_id: str) -> dict[str, Any] | None:
         return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def _log_model_artifacts(mlflow_client, run_id: str, codec, summary: dict[str, Any]) -> None:
+def _log_model_artifacts(mlflow_client, run_id: str, codec) -> None:
+    """The model and its atoms; the RD plot comes with the champion decision (every contender on the same images)."""
     from sae_model import atoms_image
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         codec.save(model_dir)
         mlflow_client.log_artifacts(run_id, str(model_dir), "model")
-        plots = Path(tmp) / "plots"
-        plots.mkdir()
-        atoms_image(codec).save(plots / "atoms.png")
-        evaluate.rd_plot(summary, plots / "rd.png")
-        mlflow_client.log_artifacts(run_id, str(plots), "plots")
-        (Path(tmp) / "rd.json").write_text(json.dumps(summary, indent=2, default=float))
-        mlflow_client.log_artifact(run_id, str(Path(tmp) / "rd.json"), "plots")
+        atoms_image(codec).save(Path(tmp) / "atoms.png")
+        mlflow_client.log_artifact(run_id, str(Path(tmp) / "atoms.png"), "plots")

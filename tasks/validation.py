@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -66,6 +67,29 @@ class Validator:
 
     def bd_rate(self, codec) -> float:
         return bd_rate_of(self.summary(codec))
+
+    def compare(self, codecs: dict[str, Any], references: tuple[str, ...], quality: float) -> dict[str, Any]:
+        """Several codecs and reference formats on the same images, in this process.
+
+        Returns the summary of all curves (BD-rate vs JPEG, mean curves; JPEG included) and, per name, the mean bpp
+        and PSNR at ``quality`` on the codec's own quality scale.
+        """
+        curves = {"jpeg": self.jpeg}
+        points = {}
+        for name, codec in codecs.items():
+            curves[name] = evaluate.codec_curve(codec, self.images, self.qualities, name=name)
+            points[name] = _mean_point(evaluate.codec_curve(codec, self.images, (quality,), name=name))
+        for name in ("jpeg", *references):
+            if name != "jpeg":
+                curves[name] = evaluate.reference_curve(name, self.images, evaluate.QUALITIES[name])
+            points[name] = _mean_point(evaluate.reference_curve(name, self.images, (int(quality),)))
+        return {"summary": evaluate.summarise(curves), "points": points, "quality": quality,
+                "images": len(self.images), "pixels": sum(im.width * im.height for im in self.images)}
+
+
+def _mean_point(records: list[dict]) -> dict[str, float]:
+    return {"bpp": float(np.mean([r["bpp"] for r in records])),
+            "psnr": float(np.mean([min(r["psnr"], 100.0) for r in records]))}
 
 
 def bd_rate_of(summary: dict[str, Any]) -> float:

@@ -86,14 +86,15 @@ def test_train_flow_against_mlflow_server(tmp_path, mlflow_server, monkeypatch, 
     workdir = make_workdir(tmp_path, images=5, val=2, per_image=300)
     name = "codec-server-test"
 
-    first = train_flow(workdir=str(workdir), steps=12, seed=0, model_name=name)
+    # Forced: a tiny model never beats the shipped default, so it would not become champion on its own.
+    first = train_flow(workdir=str(workdir), steps=12, seed=0, model_name=name, promote=True)
     client = MlflowClient(url)
     run = client.get_run(first["run_id"])
     # Artifacts went through the server into its artifacts folder, not into the client's saepress home.
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     assert sorted(p.name for p in artifacts.rglob("weights.pt")) == ["weights.pt"]
     assert_tracked(client, first["run_id"], 12, name, first["version"])
-    assert first["decision"]["decision"] == "promoted"
+    assert first["decision"]["decision"] == "promoted" and first["decision"]["reason"] == "forced by --promote"
 
     second = train_flow(workdir=str(workdir), steps=12, seed=0, model_name=name)
     assert second["decision"]["decision"] == "kept"

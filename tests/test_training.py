@@ -5,6 +5,7 @@ real extractor (tasks.patches.extract_batch, called without Dask) from crops of 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fixtures_archives import document_page
 
 from tasks import patch_stream, registry, tracking, training, validation
 
@@ -27,13 +29,16 @@ SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "flows" / "sample_data"
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for a few hundred steps in seconds on a shared CPU, big enough to exercise windows and epochs.
 TINY_MODEL = {"batch_size": 64, "K": 2}
+# The promotion rule at the tests' scale: 2 validation crops of 96 px are enough to decide here.
 TINY_LOOP = training.LoopConfig(checkpoint_every=100, evaluations=2, log_every=25, val_images=2, val_crop=96,
-                                qualities=(20, 35, 50, 65, 80), init_samples=1024, window_rows=700)
+                                qualities=(20, 35, 50, 65, 80), min_val_images=2, min_val_pixels=2 * 96 * 96,
+                                init_samples=1024, window_rows=700)
 
 
 # --------------------------------------------------------------------------------------------- workdir builders
-def make_archive(folder: Path, count: int, size: int = 128, seed: int = 0) -> list[Path]:
-    """``count`` PNG crops of the sample photographs (real content, so training has something to learn)."""
+def make_archive(folder: Path, count: int, size: int = 128, seed: int = 0, content: str = "photos") -> list[Path]:
+    """``count`` PNG crops of the sample photographs (real content, so training has something to learn), or
+    generated page scans (``content="documents"``: far from what the shipped default was trained on)."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,10 +46,14 @@ def make_archive(folder: Path, count: int, size: int = 128, seed: int = 0) -> li
     sources = [Image.open(p).convert("RGB") for p in sorted(SAMPLE_IMAGES.glob("*.png"))]
     paths = []
     for i in range(count):
-        image = sources[i % len(sources)]
-        x, y = (int(rng.integers(0, d - size)) for d in image.size)
+        if content == "documents":
+            crop = document_page(rng, size)
+        else:
+            image = sources[i % len(sources)]
+            x, y = (int(rng.integers(0, d - size)) for d in image.size)
+            crop = image.crop((x, y, x + size, y + size))
         path = folder / f"img_{i:02d}.png"
-        image.crop((x, y, x + size, y + size)).save(path)
+        crop.save(path)
         paths.append(path)
     return paths
 
@@ -84,12 +93,12 @@ def write_patches(workdir: Path, images: list[tuple[str, str, np.ndarray]], spec
         pq.write_table(table, workdir / "patches" / f"part-{f:05d}.parquet", row_group_size=row_group_size)
 
 
-def make_workdir(root: Path, images: int = 6, val: int = 2, per_image: int = 400) -> Path:
+def make_workdir(root: Path, images: int = 6, val: int = 2, per_image: int = 400, content: str = "photos") -> Path:
     """A workdir as ingest + extract leave it: a contract catalog, and part files written by the real extractor."""
     from sae_model import PATCH_SPEC
     from tasks.patches import catalog_sha256, extract_batch, patch_metadata
 
-    paths = make_archive(root / "archive", images)
+    paths = make_archive(root / "archive", images, content=content)
     workdir = root / "work"
     catalog = write_catalog(workdir, root / "archive", paths)
     metadata = patch_metadata(PATCH_SPEC, 0, catalog_sha256(catalog), per_image)
@@ -199,17 +208,33 @@ def test_validation_images_come_from_catalog_ok_rows(tmp_path, count, crop):
 
 
 # --------------------------------------------------------------------------------------------- champion rule
-@pytest.mark.parametrize("champion, candidate, champion_bd, promote, expected", [
-    (None, 5.0, None, False, (True, "no champion yet")),
-    ("1", -10.0, -5.0, False, (True, "lower BD-rate")),
-    ("1", -5.0, -5.0, False, (False, "BD-rate not lower")),
-    ("1", -4.0, -5.0, False, (False, "BD-rate not lower")),
-    ("1", -4.0, -5.0, True, (True, "forced by --promote")),
-    ("1", math.nan, -5.0, False, (False, "BD-rate not lower")),
-    ("1", -1.0, math.nan, False, (True, "lower BD-rate")),
+@pytest.mark.parametrize("candidate, champion, default, promote, shortfall, promoted, reason", [
+    (-10.0, None, -5.0, False, None, True, "lower BD-rate than the shipped default"),
+    (-4.0, None, -5.0, False, None, False, "not lower than the shipped default's"),
+    (-5.0, None, -5.0, False, None, False, "not lower than the shipped default's"),
+    (-10.0, -8.0, -5.0, False, None, True, "lower BD-rate than the shipped default and the champion"),
+    (-7.0, -8.0, -5.0, False, None, False, "not lower than the champion's"),
+    (-7.0, -6.0, -8.0, False, None, False, "not lower than the shipped default's"),
+    (-4.0, -5.0, -6.0, False, None, False, "not lower than the shipped default and the champion's"),
+    (-4.0, -5.0, -6.0, True, None, True, "forced by --promote"),
+    (-10.0, None, -5.0, False, "too little validation data", False, "too little validation data"),
+    (-10.0, None, -5.0, True, "too little validation data", True, "forced by --promote"),
+    (math.nan, None, -5.0, False, None, False, "undefined"),
+    (-1.0, math.nan, -5.0, False, None, False, "not lower than the shipped default's"),
+    (-6.0, math.nan, -5.0, False, None, True, "lower BD-rate"),
 ])
-def test_champion_decision(champion, candidate, champion_bd, promote, expected):
-    assert registry.champion_decision(champion, candidate, champion_bd, promote) == expected
+def test_a_candidate_is_promoted_only_if_it_beats_the_champion_and_the_default(
+        candidate, champion, default, promote, shortfall, promoted, reason):
+    decided, why = registry.champion_decision(candidate, champion, default, promote, shortfall)
+    assert decided is promoted and reason in why
+
+
+@pytest.mark.parametrize("images, pixels, enough", [(2, 2 * 96 * 96, True), (1, 10**6, False), (3, 100, False)])
+def test_too_little_validation_data_says_how_much_is_needed(images, pixels, enough):
+    shortfall = registry.validation_shortfall(images, pixels, TINY_LOOP)
+    assert (shortfall is None) is enough
+    if not enough:
+        assert f"{images} images, {pixels:,} pixels" in shortfall and "at least 2 images and 18,432 pixels" in shortfall
 
 
 # --------------------------------------------------------------------------------------------- flow, SQLite store
@@ -247,7 +272,7 @@ def assert_tracked(client, run_id: str, steps: int, name: str, version: str) -> 
 
 
 @pytest.mark.slow
-def test_train_flow_tracks_registers_and_promotes(tmp_path, prefect_harness, tiny_training):
+def test_train_flow_tracks_registers_and_races_the_default(tmp_path, prefect_harness, tiny_training):
     import mlflow
     from mlflow import MlflowClient
 
@@ -256,36 +281,69 @@ def test_train_flow_tracks_registers_and_promotes(tmp_path, prefect_harness, tin
 
     workdir = make_workdir(tmp_path)
     name = "codec-sqlite-test"
+    # A 2-member model trained for 20 steps is worse than the shipped default: registered, not promoted.
     first = train_flow(workdir=str(workdir), steps=20, seed=0, model_name=name)
     assert mlflow.get_tracking_uri().startswith("sqlite:///")
     client = MlflowClient()
     assert first["model_uri"] == f"models:/{name}/{first['version']}" and not first["problems"]
     assert_tracked(client, first["run_id"], 20, name, first["version"])
-    assert first["decision"]["reason"] == "no champion yet"
+    decision = first["decision"]
+    assert decision["decision"] == "kept" and "shipped default" in decision["reason"]
+    assert decision["default_bd_rate"] < decision["candidate_bd_rate"] and decision["champion_version"] is None
+    assert decision["compress_with"] is None  # compress would use the shipped default
+    assert [row["name"] for row in decision["table"]] == ["candidate", "default", "jpeg", "webp"]
+    run = client.get_run(first["run_id"])
+    assert run.data.metrics["decision/default_bd_rate"] == pytest.approx(decision["default_bd_rate"])
+    assert run.data.metrics["decision/webp_bd_rate"] < 0 < run.data.metrics["decision/jpeg_bpp_q50"]
+    assert run.data.tags["saepress.champion.default_fingerprint"] == Codec.pretrained().fingerprint
+    rd = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=first["run_id"], artifact_path="plots/rd.json", dst_path=str(tmp_path / "rd"))).read_text())
+    assert sorted(rd["codecs"]) == ["candidate", "default", "jpeg", "webp"]  # the plot shows the same codecs
+    assert any(line.startswith("decision: kept") and "champion: none" in line for line in first["report"])
+    with pytest.raises(Exception, match="champion"):
+        client.get_model_version_by_alias(name, "champion")
     manifest = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=first["run_id"], artifact_path="manifest/training_data.json", dst_path=str(tmp_path / "m"))).read_text())
     assert manifest["catalog_sha256"] == hashlib.sha256((workdir / "catalog.parquet").read_bytes()).hexdigest()
     assert sorted(manifest["files"]) == ["part-00000.parquet", "part-00001.parquet"]
 
-    # Same seed and data: the same model, so the same BD-rate, which does not beat the champion.
-    second = train_flow(workdir=str(workdir), steps=20, seed=0, model_name=name)
-    decision = second["decision"]
-    assert decision["decision"] == "kept" and decision["champion_version"] == first["version"]
-    assert decision["champion_bd_rate"] == pytest.approx(decision["candidate_bd_rate"], abs=1e-9)
-    tags = client.get_run(second["run_id"]).data.tags
-    assert tags["saepress.champion.decision"] == "kept"
-    assert float(tags["saepress.champion.champion_bd_rate"]) == pytest.approx(decision["champion_bd_rate"])
-    assert any("kept" in line and f"v{first['version']}" in line for line in second["report"])
-    assert str(client.get_model_version_by_alias(name, "champion").version) == first["version"]
-    assert str(client.get_model_version_by_alias(name, "candidate").version) == second["version"]
-
     forced = train_flow(workdir=str(workdir), steps=20, seed=1, model_name=name, promote=True)
     assert forced["decision"]["reason"] == "forced by --promote"
-    assert forced["decision"]["champion_bd_rate"] is not None
     champion = client.get_model_version_by_alias(name, "champion")
     assert str(champion.version) == forced["version"]
-    codec = Codec.load(f"models:/{name}@champion")
-    assert codec.fingerprint == champion.tags["fingerprint"]
+    assert Codec.load(f"models:/{name}@champion").fingerprint == champion.tags["fingerprint"]
+
+    # Same seed and data: the same model, so the same BD-rate, which beats neither the champion nor the default;
+    # the default, measured better than that champion on these images, is what compress should use here.
+    again = train_flow(workdir=str(workdir), steps=20, seed=1, model_name=name)
+    decision = again["decision"]
+    assert decision["decision"] == "kept" and decision["champion_version"] == forced["version"]
+    assert decision["champion_bd_rate"] == pytest.approx(decision["candidate_bd_rate"], abs=1e-9)
+    assert [row["name"] for row in decision["table"]] == ["candidate", "champion", "default", "jpeg", "webp"]
+    assert decision["compress_with"] is None
+    tags = client.get_run(again["run_id"]).data.tags
+    assert tags["saepress.champion.decision"] == "kept"
+    assert float(tags["saepress.champion.champion_bd_rate"]) == pytest.approx(decision["champion_bd_rate"])
+    assert any("kept" in line and f"models:/{name}/{forced['version']}" in line for line in again["report"])
+    assert str(client.get_model_version_by_alias(name, "champion").version) == forced["version"]
+    assert str(client.get_model_version_by_alias(name, "candidate").version) == again["version"]
+
+
+@pytest.mark.slow
+def test_a_model_trained_where_the_default_is_weak_is_promoted(tmp_path, prefect_harness, monkeypatch):
+    """Page scans are far from the photographs the default was trained on: a warm-started 16-member model
+    refined on a few of them beats it on held-out pages, and only then becomes champion."""
+    from flows.train import train_flow
+
+    monkeypatch.setattr(training, "training_config", functools.partial(
+        training.training_config, loop=dataclasses.replace(TINY_LOOP, val_crop=128), batch_size=64))
+    workdir = make_workdir(tmp_path, images=8, val=2, per_image=300, content="documents")
+    trained = train_flow(workdir=str(workdir), steps=60, seed=0, model_name="codec-documents-test")
+    decision = trained["decision"]
+    assert trained["report"][0].startswith("trained 60 steps (warm start)")
+    assert decision["candidate_bd_rate"] < decision["default_bd_rate"] - 0.5, decision
+    assert decision["decision"] == "promoted", decision
+    assert decision["compress_with"] == trained["model_uri"]
 
 
 @pytest.mark.slow
