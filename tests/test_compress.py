@@ -86,6 +86,15 @@ def test_manifest_lists_shards_with_checksums_and_model_copy(compressed):
     assert m["jobs"][-1]["parameters"]["quality"] == 60 and m["jobs"][-1]["finished"]
 
 
+def test_with_no_champion_compress_uses_the_shipped_default(compressed):
+    from sae_model import Codec
+
+    out, result = compressed
+    default = Codec.pretrained().fingerprint
+    assert result["model"]["uri"] == "sae_model:pretrained" and result["model"]["fingerprint"] == default
+    assert list(manifest(out)["models"]) == [default]
+
+
 @pytest.mark.parametrize("decode", [False, True])
 def test_verify_clean_set(compressed, decode):
     from flows.access import verify

@@ -91,3 +91,17 @@ def test_train_function_and_codec(patches, tmp_path):
                      .convert("RGB"))
     assert c2.decode(c2.encode(img)).size == (8, 8)
     assert PATCH_SPEC["dim"] == 192
+
+
+def test_warm_start_reproduces_the_codec_it_starts_from():
+    default = Codec.pretrained()
+    trainer = Trainer(TrainConfig(K=default.config["K"]), device="cpu")
+    trainer.initialize_from(default)
+    warm = trainer.to_codec().weights
+    assert torch.allclose(warm["bases"], default.weights["bases"], atol=1e-6)
+    assert torch.equal(warm["sigma16"], default.weights["sigma16"])
+
+
+def test_warm_start_needs_the_same_number_of_members():
+    with pytest.raises(ValueError, match="start cold"):
+        Trainer(TrainConfig(K=2), device="cpu").initialize_from(Codec.pretrained())
