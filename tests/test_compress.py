@@ -86,13 +86,18 @@ def test_manifest_lists_shards_with_checksums_and_model_copy(compressed):
     assert m["jobs"][-1]["parameters"]["quality"] == 60 and m["jobs"][-1]["finished"]
 
 
-def test_with_no_champion_compress_uses_the_shipped_default(compressed):
+@pytest.mark.parametrize("model", [None, "sae_model:pretrained"])
+def test_without_a_champion_compress_uses_the_shipped_default(model, tmp_path):
+    from flows.settings import Settings
     from sae_model import Codec
+    from tasks.model import resolve_model
 
-    out, result = compressed
+    Settings.resolve().prepare()  # the session's SQLite registry, where this name has no versions
+    out = tmp_path / "set"
+    resolved = resolve_model.fn(model, "codec-never-registered", str(out))
     default = Codec.pretrained().fingerprint
-    assert result["model"]["uri"] == "sae_model:pretrained" and result["model"]["fingerprint"] == default
-    assert list(manifest(out)["models"]) == [default]
+    assert resolved == {"uri": "sae_model:pretrained", "version": None, "run_id": None, "fingerprint": default}
+    assert Codec.load(str(out / "models" / default)).fingerprint == default
 
 
 @pytest.mark.parametrize("decode", [False, True])
