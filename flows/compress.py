@@ -7,6 +7,7 @@ A crash loses at most the uncommitted batches; the next run skips everything com
 """
 from __future__ import annotations
 
+import errno
 import time
 import uuid
 from typing import Any
@@ -49,8 +50,15 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
             committer, stats, resolved, metrics = _compress_locked(settings, source, out, model, rate, skip_rejected,
                                                                    shard_max_items, shard_max_bytes, dask_address,
                                                                    job_id, parameters, started)
-    except shards.LockedError as exc:
+    except (shards.LockedError, shards.ShardDirError) as exc:
         raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # Every write is atomic: the last commit stands, no half file is left, and the rerun resumes from it.
+        return {"report": [f"compress {source} -> {out} (job {job_id}): stopped, disk full"],
+                "problems": [f"disk full at {exc.filename or out}: free space and run compress again "
+                             "(what was committed stays; the rerun resumes)"], "job": job_id}
     counts = stats["counts"]
     elapsed = metrics["seconds"]
     problems = list(stats["problems"])
@@ -76,6 +84,14 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
 def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_max_items, shard_max_bytes,
                      dask_address, job_id, parameters, started):
     """The part of a compress job that must hold SHARDDIR's lock: everything that reads or writes it."""
+    fs, root = shards.open_dir(out)
+    problems: list[str] = []
+    manifest = shards.read_manifest(fs, root, required=False, fallbacks=problems)
+    # Leftovers go first: on a full disk they are the space this job needs. A job that had to pass over an
+    # unreadable manifest deletes nothing (its files may be all that is left of what that generation stored).
+    collect = not problems
+    if collect:
+        shards.collect_garbage(fs, root, manifest)
     catalog_url = plan.find_catalog(source)
     if catalog_url is None:
         from flows.ingest import ingest_flow
@@ -83,20 +99,21 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
         if "://" in out and not out.startswith("file://"):
             raise ConfigError(f"ingest writes its catalog on local disk: run `saepress ingest {source} --out WORKDIR` "
                               f"and then `saepress compress WORKDIR --out {out}`")
-        ingest_flow(source=source, out=out, dask_address=dask_address)
+        # A damaged or empty archive is this job's problem too, not only the catalog's.
+        problems += ingest_flow(source=source, out=out, dask_address=dask_address)["source_problems"]
         catalog_url = f"{out.rstrip('/')}/{plan.CATALOG}"
     catalog, source_url = plan.read_catalog(catalog_url)
     resolved = resolve_model(model, settings.model_name, out)
-    fs, root = shards.open_dir(out)
-    manifest = shards.read_manifest(fs, root, required=False)
-    shards.collect_garbage(fs, root, manifest)
-    batches = plan.plan_job(catalog, shards.read_index(fs, root, manifest), skip_rejected, shard_max_items,
-                            shard_max_bytes)
+    manifest, lost = plan.drop_lost(fs, root, manifest)
+    problems += lost
+    index = plan.stored_index(fs, root, manifest)
+    batches = plan.plan_job(catalog, index, skip_rejected, shard_max_items, shard_max_bytes)
     job = {"job": job_id, "started": shards.now(), "finished": None, "parameters": parameters,
            "model_fingerprint": resolved["fingerprint"]}
-    committer = Committer(out, manifest, job, resolved, catalog, batches)
+    committer = Committer(out, manifest, job, resolved, catalog, batches, index)
     with dask_client(settings):
         stats = store_batches(source_url, out, committer, resolved, rate)
+    stats["problems"] = problems + stats["problems"]
     job["finished"] = shards.now()
     metrics = job_metrics(stats, time.time() - started)
     job["totals"] = metrics
@@ -106,7 +123,8 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
         stats["problems"].append(f"MLflow lineage run not logged ({type(exc).__name__}: {exc})")
     # The last generation records the finished job (totals, lineage run id).
     committer.commit({"original_bytes": 0, "stored_bytes": 0})
-    shards.collect_garbage(fs, root, committer.manifest)
+    if collect:
+        shards.collect_garbage(fs, root, committer.manifest)
     return committer, stats, resolved, metrics
 
 

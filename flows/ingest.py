@@ -43,14 +43,18 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
     rows = ingest.resolve_duplicates(merged)
     catalog = ingest.write_catalog(workdir, rows, url, max_pixels)
     counts = ingest.summarise(rows)
-    problems = [damage] if damage else []
+    # Problems of the source as a whole (a job that ingests on its way, like compress, reports these too).
+    source_problems = [damage] if damage else []
+    if not members:
+        source_problems.append(f"{url} holds no files")
+    if counts["ok"] + counts["duplicate"] + counts["rejected"] != len(members) or len(rows) != len(members):
+        source_problems.append(f"catalog has {len(rows)} rows for {len(members)} files seen")
+    problems = list(source_problems)
     # Rejected files are the job's findings (exit code 1), each named, up to a screenful; the catalog has all.
     rejected = [row for row in rows if row["status"] == "rejected"]
     problems += [f"rejected {row['path']}: {row['error']}: {row['reason']}" for row in rejected[:MAX_LISTED]]
     if len(rejected) > MAX_LISTED:
         problems.append(f"... and {len(rejected) - MAX_LISTED} more rejected files (status 'rejected' in {catalog})")
-    if counts["ok"] + counts["duplicate"] + counts["rejected"] != len(members) or len(rows) != len(members):
-        problems.append(f"catalog has {len(rows)} rows for {len(members)} files seen")
     report = [
         f"source: {url}",
         f"files seen: {len(members)} (new {seen['new']}, changed {seen['changed']}, already catalogued "
@@ -62,7 +66,8 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
     if counts["animated"]:
         report.append(f"animated (first frame used): {counts['animated']}")
     report.append(f"catalog: {catalog}")
-    return {"report": report, "problems": problems, "catalog": str(catalog), "new": len(new), **counts}
+    return {"report": report, "problems": problems, "source_problems": source_problems, "catalog": str(catalog),
+            "new": len(new), **counts}
 
 
 def _previous_rows(workdir: Path, url: str) -> dict[str, dict]:

@@ -20,10 +20,10 @@ COMMIT_SECONDS = 20.0
 class Committer:
     """The driver's view of the shard set while a job runs; each commit() publishes one manifest generation."""
 
-    def __init__(self, out: str, manifest: dict, job: dict, model: dict, catalog: list[dict], plan: dict):
+    def __init__(self, out: str, manifest: dict, job: dict, model: dict, catalog: list[dict], plan: dict,
+                 index: dict[str, tuple[str, str, str]]):
         self.fs, self.root = shards.open_dir(out)
-        self.manifest, self.job, self.catalog, self.plan = manifest, job, catalog, plan
-        self.index = shards.read_index(self.fs, self.root, manifest)
+        self.manifest, self.job, self.catalog, self.plan, self.index = manifest, job, catalog, plan, dict(index)
         self.manifest["models"][model["fingerprint"]] = {
             "uri": model["uri"], "version": model["version"], "path": f"models/{model['fingerprint']}"}
         self.pending_shards: list[dict] = []
@@ -82,6 +82,10 @@ def store_batches(source_url: str, out: str, committer: Committer, model: dict, 
     uncommitted = {"original_bytes": 0, "stored_bytes": 0}
     problems: list[str] = []
     for n, result in submit_and_collect(units.compress_batch, calls, "compress", keys=keys, errors="return"):
+        if isinstance(result, shards.DiskFull):
+            full = f"{result}: free space and run compress again (what is committed stays)"
+            problems += [] if full in problems else [full]
+            continue
         if isinstance(result, Exception):  # a batch that failed every retry: its items stay unstored, reported missing
             problems.append(f"batch {keys[n]} failed ({type(result).__name__}: {result}); run compress again")
             continue

@@ -5,6 +5,7 @@ only its ``ok`` rows. Every listed file gets exactly one row, so ``ok + duplicat
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -18,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from prefect import task
 
 from tasks.fanout import submit_and_collect
+from tasks.shards import DiskFull
 from tasks.sources import DamagedArchive, Member, SourceError, open_source
 
 CATALOG_VERSION = "1"
@@ -246,8 +248,14 @@ def write_catalog(workdir: str | os.PathLike, rows: list[dict], source: str, max
                 "saepress.max_pixels": str(max_pixels)}
     table = pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA.with_metadata(metadata))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a catalog behind
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise DiskFull(str(path)) from None
+        raise
     return path
 
 

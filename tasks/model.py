@@ -4,6 +4,7 @@ shards decode without the registry.
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -30,12 +31,14 @@ def resolve_model(model: str | None, model_name: str, out: str) -> dict[str, Any
         raise ConfigError(f"cannot load model {uri}: {exc}") from None
     fingerprint = codec.fingerprint
     fs, root = shards.open_dir(units.model_dir(out, fingerprint))
-    if not fs.isfile(f"{root}/config.json"):
-        # Save locally, then upload: Codec.save writes to a directory on this machine.
+    if units.model_problems(fs, root, fingerprint):  # absent, or left damaged by a crash or a full disk
+        from sae_model.codec import CONFIG, WEIGHTS
+
+        # Save locally (Codec.save writes to a directory on this machine), then put each file atomically.
         with tempfile.TemporaryDirectory(prefix="saepress-model-") as tmp:
             codec.save(tmp)
-            fs.makedirs(root, exist_ok=True)
-            fs.put(f"{tmp}/", f"{root}/", recursive=True)
+            for name in (WEIGHTS, CONFIG):
+                shards.put_atomic(fs, f"{root}/{name}", Path(tmp, name).read_bytes())
     # Prove the copy decodes as this model before any shard depends on it.
     units._CODECS.pop(units.model_dir(out, fingerprint), None)
     try:

@@ -37,6 +37,36 @@ def read_catalog(url: str) -> tuple[list[dict], str]:
     return table.to_pylist(), meta["saepress.source"]
 
 
+def drop_lost(fs, root: str, manifest: dict) -> tuple[dict, list[str]]:
+    """The manifest without the shard and index files it lists that are gone or have another size, and one
+    problem line per file dropped: planning from it stores their items again instead of trusting the index.
+
+    Sizes come from one folder listing each (no file is read); a same-size corruption is verify's to find.
+    """
+    kept = {}
+    problems = []
+    for part in ("shards", "index"):
+        folder = f"{root}/{part}"
+        sizes = {info["name"].rstrip("/"): info["size"]
+                 for info in (fs.ls(folder, detail=True) if fs.exists(folder) else [])}
+        kept[part] = []
+        for entry in manifest[part]:
+            size = sizes.get(f"{root}/{entry['name']}")
+            if size == entry["bytes"]:
+                kept[part].append(entry)
+            else:
+                what = "missing" if size is None else f"{size} bytes, not {entry['bytes']}"
+                problems.append(f"lost: {entry['name']} ({entry['rows']} rows) is {what}; its items are stored again "
+                                "from the source")
+    return dict(manifest, **kept), problems
+
+
+def stored_index(fs, root: str, manifest: dict) -> dict[str, tuple[str, str, str]]:
+    """The index (path -> id, shard, kind) restricted to shards the manifest lists: what is stored."""
+    listed = {entry["name"] for entry in manifest["shards"]}
+    return {path: entry for path, entry in shards.read_index(fs, root, manifest).items() if entry[1] in listed}
+
+
 def plan_job(catalog: list[dict], index: dict[str, tuple[str, str, str]], skip_rejected: bool,
              max_items: int, max_bytes: int) -> dict:
     """Split the catalog rows not yet stored into shard-sized batches.

@@ -56,6 +56,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import io
 import json
@@ -116,6 +117,19 @@ class LockedError(Exception):
     """Another job holds the SHARDDIR lock."""
 
 
+class DiskFull(OSError):
+    """No space left where ``filename`` was being written (nothing half-written is left there)."""
+
+    def __init__(self, path: str):
+        super().__init__(errno.ENOSPC, "disk full", path)
+
+    def __reduce__(self):  # crosses from Dask workers to the driver
+        return DiskFull, (self.filename,)
+
+    def __str__(self) -> str:
+        return f"disk full at {self.filename}"
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -143,9 +157,11 @@ def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)  # a full disk must not leave half a file behind
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise DiskFull(path) from None
             raise
     else:
         fs.pipe_file(path, data)

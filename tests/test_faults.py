@@ -236,6 +236,98 @@ def test_reading_commands_exit_with_their_result_every_time(small_coded_set, tmp
     assert codes == [0] * len(codes)
 
 
+def _generated_source(folder: Path, images: int = 4, files: int = 2, file_bytes: int = 2000) -> int:
+    """Small generated photos (a gradient plus noise) and incompressible verbatim files; returns the file count."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for n in range(images):
+        y, x = np.mgrid[0:24, 0:32 + 4 * n]
+        pixels = (x * 6 + y * 3)[..., None] + rng.normal(0, 10, (*x.shape, 3))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"img{n}.png")
+    for n in range(files):
+        (folder / f"blob{n}.bin").write_bytes(rng.bytes(file_bytes))
+    return images + files
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_compress_of_a_damaged_or_empty_archive_lists_the_damage(tmp_path, damage, prefect_harness):
+    import tarfile
+
+    from flows.compress import compress_flow
+
+    archive = tmp_path / "src.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        if damage == "truncated":
+            count = _generated_source(tmp_path / "src", images=3, files=3, file_bytes=20000)
+            tar.add(tmp_path / "src", arcname=".")
+    if damage == "truncated":
+        archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    result = compress_flow(source=str(archive), out=str(tmp_path / "set"))
+    expected = "damaged or truncated" if damage == "truncated" else "holds no files"
+    assert [p for p in result["problems"] if expected in p], result["problems"]
+    if damage == "truncated":
+        assert 0 < manifest(tmp_path / "set")["totals"]["files"] < count  # what came before the damage is stored
+
+
+def test_rerun_stores_again_what_a_lost_shard_held(tmp_path, prefect_harness):
+    from flows.access import verify
+    from flows.compress import compress_flow
+
+    count = _generated_source(tmp_path / "src")
+    out = tmp_path / "set"
+    assert compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=2)["problems"] == []
+    lost = manifest(out)["shards"][0]
+    (out / lost["name"]).unlink()
+    rerun = compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=2)
+    assert [p for p in rerun["problems"] if p.startswith(f"lost: {lost['name']}")] == rerun["problems"] != []
+    assert rerun["totals"]["new_items"] == lost["rows"]
+    assert verify(str(out))["problems"] == []
+    ids = stored_ids(out)
+    assert len(ids) == len(set(ids)) == manifest(out)["totals"]["items"] and manifest(out)["totals"]["files"] == count
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs of a few hundred KB that can be grown (root only: mounting needs it)."""
+    if os.geteuid() != 0:
+        pytest.skip("a small tmpfs needs root to mount (the disk-full test runs as root in CI)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_full_disk_stops_cleanly_and_the_rerun_resumes(tmp_path, small_disk, prefect_harness):
+    from flows.access import verify
+    from flows.compress import compress_flow
+
+    # The model copy takes ~500 KB of the 700 KB; a few of the 40 KB verbatim files fit after it, not all.
+    count = _generated_source(tmp_path / "src", images=2, files=8, file_bytes=40000)
+    out = small_disk / "set"
+    full = compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=1)
+    assert [p for p in full["problems"] if p.startswith("disk full at ")], full["problems"]
+    assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]
+    if list(out.glob("manifest-*.json")):  # what was committed before the disk filled is a valid shard set
+        left = verify(str(out))["problems"]  # shards whose commit found no space are leftovers, nothing worse
+        assert all(p.startswith(("missing:", "extra:")) for p in left), left
+    again = compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=1)
+    assert any(p.startswith("disk full at ") for p in again["problems"]), "still full: said so again, no traceback"
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    resumed = compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=1)
+    assert resumed["problems"] == []
+    assert verify(str(out))["problems"] == []
+    ids = stored_ids(out)
+    assert len(ids) == len(set(ids)) == count
+
+
 def test_killed_job_then_rerun_stores_each_item_once(tmp_path, dev_images, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 
