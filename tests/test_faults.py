@@ -1,4 +1,5 @@
-"""Damage and interruptions: corrupt or missing shards, a concurrent job, a killed job, an S3 shard set."""
+"""Fault injection on loopback, bounded in time: corrupt, missing or lost shards, damaged archives, a full disk,
+concurrent and racing jobs, killed workers and drivers, exit codes under repetition, an S3 shard set."""
 from __future__ import annotations
 
 import contextlib
