@@ -75,7 +75,8 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
             problems += [f"extra: {path} is not in the manifest (left by an interrupted job; the next compress "
                          "removes it)" for path in fs.ls(f"{root}/{folder}", detail=False) if path not in listed]
     for fingerprint, model in manifest["models"].items():
-        problems += [f"corrupt: model {fingerprint[:12]} ({model.get('uri')}) in {model['path']}: {problem}"
+        problems += [f"{'missing' if problem.endswith('is missing') else 'corrupt'}: model {fingerprint[:12]} "
+                     f"({model.get('uri')}) in {model['path']}: {problem}"
                      for problem in units.model_problems(fs, f"{root}/{model['path']}", fingerprint)]
     totals = manifest["totals"]
     if totals and sum(totals[k] for k in ("coded", "passthrough", "duplicate", "skipped")) != totals["files"]:

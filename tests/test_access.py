@@ -109,7 +109,8 @@ def test_verify_checks_every_model_file_decoding_needs(coded_set, tmp_path, dama
      "config not JSON": lambda: config.write_text("{"),
      }[damage]()
     problems = verify(str(copy))["problems"]
-    assert problems and all(p.startswith(f"corrupt: model {folder.name[:12]}") for p in problems), problems
+    kind = "missing" if "deleted" in damage else "corrupt"
+    assert problems and all(p.startswith(f"{kind}: model {folder.name[:12]}") for p in problems), problems
     assert verify(str(coded_set))["problems"] == []
 
 

@@ -237,6 +237,6 @@ def test_missing_or_altered_model_is_a_clear_error(compressed, tmp_path):
     units._CODECS.clear()
     result = verify(str(copy), decode=True)
     assert any("missing: model" in p for p in result["problems"])
-    assert any("missing from" in p for p in result["problems"])
+    assert any("cannot be decoded with it" in p for p in result["problems"])
     got = get_image(str(copy), "img0.png", str(tmp_path / "x.png"))
     assert got["problems"] and not (tmp_path / "x.png").exists()
