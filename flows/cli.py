@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sharddir", metavar="SHARDDIR")
     p.add_argument("--decode", action="store_true", help="decode every item, not just check CRCs")
 
+    p = command("report", "rebuild SHARDDIR/report.html, the shard set's page for people",
+                "One self-contained HTML page: where every file went, bytes saved, bpp and PSNR histograms and the\n"
+                "lowest-PSNR images as original/decoded thumbnails. Every compress job writes it too.", _report_page)
+    p.add_argument("sharddir", metavar="SHARDDIR")
+
     p = command("evaluate", "rate-distortion of saepress vs JPEG, WebP, JPEG 2000 and AVIF on a folder",
                 "Measures real bytes and RGB PSNR at several qualities, prints a BD-rate table vs JPEG and\n"
                 "writes rd.json and rd.png to --out.", _evaluate)
@@ -280,6 +285,12 @@ def _verify(args: argparse.Namespace) -> int:
     from flows.access import verify
 
     return _report(verify(sharddir=_existing_local(args.sharddir, "shard folder"), decode=args.decode))
+
+
+def _report_page(args: argparse.Namespace) -> int:
+    from flows.report import report
+
+    return _report(report(sharddir=_existing_local(args.sharddir, "shard folder")))
 
 
 def _evaluate(args: argparse.Namespace) -> int:

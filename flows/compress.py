@@ -22,6 +22,7 @@ from tasks.commit import Committer, job_metrics, store_batches
 from tasks.errors import ConfigError
 from tasks.lineage import log_lineage
 from tasks.model import resolve_model
+from tasks.report import write_task as write_report
 from tasks.restore import restore_files
 
 
@@ -70,13 +71,17 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
         f"compress {source} -> {out} (job {job_id})",
         f"model: {resolved['uri']} (fingerprint {resolved['fingerprint'][:12]})",
         f"this job: {metrics['new_items']} new item(s), {_mb(metrics['original_bytes'])} -> "
-        f"{_mb(metrics['compressed_bytes'])} (ratio {metrics['ratio']:.2f}), mean {metrics['mean_bpp']:.3f} bpp, "
-        f"mean PSNR {metrics['mean_psnr']:.2f} dB, {elapsed:.1f} s, {metrics['images_per_s']:.1f} images/s",
+        f"{_mb(metrics['compressed_bytes'])} (ratio {metrics['ratio']:.2f}), {elapsed:.1f} s, "
+        f"{metrics['images_per_s']:.1f} images/s",
+        f"coded by this job: {metrics['new_coded']} image(s) at {metrics['bpp']:.3f} bpp (all coded bits / all coded "
+        f"pixels); median image {metrics['median_bpp']:.3f} bpp, {metrics['median_psnr']:.2f} dB PSNR",
         f"catalog: {counts['files']} files = {counts['coded']} coded + {counts['passthrough']} passthrough + "
         f"{counts['skipped']} skipped + {counts['duplicate']} duplicate"
         + ("" if accounted == counts["files"] else f" + {counts['files'] - accounted} MISSING"),
     ]
     report += [f"skipped: {e['path']} ({e['reason']})" for e in committer.manifest["skipped"]]
+    if stats["report_url"]:
+        report.append(f"report: {stats['report_url']}")
     return {"report": report, "problems": problems, "job": job_id, "totals": metrics, "model": resolved,
             "manifest_generation": committer.manifest["generation"]}
 
@@ -117,14 +122,21 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
     job["finished"] = shards.now()
     metrics = job_metrics(stats, time.time() - started)
     job["totals"] = metrics
+    report_url = None
     try:
-        job["mlflow_run_id"] = log_lineage(settings.mlflow_artifact_root, out, resolved, parameters, metrics, job_id)
+        report_url = write_report(out, source_url)
+    except Exception as exc:  # the shard set is committed and complete; the page is reported, not fatal
+        stats["problems"].append(f"report not written ({type(exc).__name__}: {exc}); run `saepress report {out}`")
+    try:
+        job["mlflow_run_id"] = log_lineage(settings.mlflow_artifact_root, out, resolved, parameters, metrics, job_id,
+                                           report_url)
     except Exception as exc:  # the shard set is committed and complete; lineage is reported, not fatal
         stats["problems"].append(f"MLflow lineage run not logged ({type(exc).__name__}: {exc})")
     # The last generation records the finished job (totals, lineage run id).
     committer.commit({"original_bytes": 0, "stored_bytes": 0})
     if collect:
         shards.collect_garbage(fs, root, committer.manifest)
+    stats["report_url"] = report_url
     return committer, stats, resolved, metrics
 
 

@@ -12,6 +12,7 @@ from tasks import compress as units
 from tasks import shards
 from tasks.fanout import submit_and_collect
 from tasks.plan import account
+from tasks.stats import FIELDS, rate_summary
 
 # Commit at most this often while batches finish: bounds the work a crash loses and the manifests written.
 COMMIT_SECONDS = 20.0
@@ -78,7 +79,7 @@ def store_batches(source_url: str, out: str, committer: Committer, model: dict, 
     calls = [(source_url, out, job, n, items, model["fingerprint"], model["uri"], rate)
              for n, items in enumerate(batches)]
     keys = [f"compress-{job}-{n}" for n in range(len(batches))]
-    stats = {"new_items": 0, "coded": 0, "original_bytes": 0, "stored_bytes": 0, "bpp": [], "psnr": []}
+    stats = {"new_items": 0, "original_bytes": 0, "stored_bytes": 0, "coded_items": []}
     uncommitted = {"original_bytes": 0, "stored_bytes": 0}
     problems: list[str] = []
     for n, result in submit_and_collect(units.compress_batch, calls, "compress", keys=keys, errors="return"):
@@ -98,9 +99,7 @@ def store_batches(source_url: str, out: str, committer: Committer, model: dict, 
                 stats[key] += value
                 uncommitted[key] += value
             if item["kind"] == "coded":
-                stats["coded"] += 1
-                stats["bpp"].append(item["bpp"])
-                stats["psnr"].append(item["psnr"])
+                stats["coded_items"].append({key: item[key] for key in FIELDS})
         if committer.due():
             committer.commit(uncommitted)
     stats["counts"] = committer.commit(uncommitted)
@@ -109,16 +108,13 @@ def store_batches(source_url: str, out: str, committer: Committer, model: dict, 
 
 
 def job_metrics(stats: dict, seconds: float) -> dict:
-    """The job's totals as recorded in the manifest and the lineage run."""
-    return {"new_items": stats["new_items"], "coded": stats["coded"],
+    """The job's totals as recorded in the manifest and the lineage run (rates: tasks.stats.rate_summary)."""
+    rates = rate_summary(stats["coded_items"])
+    return {"new_items": stats["new_items"], "new_coded": rates["coded"],
             "original_bytes": stats["original_bytes"], "compressed_bytes": stats["stored_bytes"],
             "ratio": stats["original_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else 0.0,
-            "mean_bpp": sum(stats["bpp"]) / len(stats["bpp"]) if stats["bpp"] else 0.0,
-            "mean_psnr": _finite_mean(stats["psnr"]), "seconds": seconds,
+            "bpp": rates["bpp"], "median_bpp": rates["median_bpp"], "median_psnr": rates["median_psnr"],
+            "seconds": seconds,
             "images_per_s": stats["new_items"] / seconds if seconds else 0.0,
             **{k: v for k, v in stats["counts"].items() if k != "missing"}}
 
-
-def _finite_mean(values: list[float]) -> float:
-    finite = [v for v in values if v == v and abs(v) != float("inf")]
-    return sum(finite) / len(finite) if finite else 0.0

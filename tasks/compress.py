@@ -163,8 +163,8 @@ def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: 
         fs, root = shards.open_dir(sharddir)
         shards.put_atomic(fs, f"{root}/{name}", data)
         entry.update(bytes=len(data), sha256=shards.sha256_hex(data))
-    summary = [{k: row.get(k) for k in ("id", "paths", "kind", "original_bytes", "compressed_bytes", "bpp", "psnr")}
-               for row in rows]
+    summary = [{k: row.get(k) for k in ("id", "paths", "kind", "original_bytes", "compressed_bytes", "width", "height",
+                                        "bpp", "psnr")} for row in rows]
     return {"shard": entry if rows else None, "items": summary, "problems": problems}
 
 

@@ -7,6 +7,7 @@ A SHARDDIR (a local folder or any fsspec URL such as ``s3://bucket/archive``) ho
     shards/<job>-<batch>-<rand>.parquet the stored items (immutable once written)
     index/<job>-<seq>.parquet           path -> item -> shard, one file per commit (immutable)
     manifest-<generation>.json          the committed state; the highest generation is the current one
+    report.html                         the set's page for people (tasks/report.py), rewritten by every job
     .lock                               present while a job writes (owner pid, start time, host, job, token)
     .lock.takeover                      present for a moment while a job replaces a stale lock
 

@@ -59,6 +59,89 @@ def compressed(archive, tmp_path_factory, prefect_harness):
     return out, result
 
 
+def test_compress_reports_coded_bits_over_coded_pixels_and_the_median(compressed):
+    import statistics
+
+    import pyarrow.parquet as pq
+
+    out, result = compressed
+    rows = [row for s in manifest(out)["shards"] for row in pq.read_table(out / s["name"]).to_pylist()
+            if row["kind"] == "coded"]
+    assert len({(row["width"], row["height"]) for row in rows}) > 1  # sizes differ: a mean over items would differ
+    totals = result["totals"]
+    assert totals["bpp"] == pytest.approx(8 * sum(r["compressed_bytes"] for r in rows)
+                                          / sum(r["width"] * r["height"] for r in rows))
+    assert totals["median_bpp"] == pytest.approx(statistics.median(r["bpp"] for r in rows))
+    assert totals["median_psnr"] == pytest.approx(statistics.median(r["psnr"] for r in rows))
+    assert f"{len(rows)} image(s) at {totals['bpp']:.3f} bpp (all coded bits / all coded pixels)" in " ".join(
+        result["report"])
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def chromium(page: Path, profile: Path, *args: str) -> str:
+    """Open ``page`` in headless Chromium (Debian package `chromium`) with a fresh profile; its stdout."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert binary, "headless Chromium is needed: apt-get install -y chromium (see the README's test command)"
+    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.as_uri()],
+                          capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def shown(dom: str, key: str) -> str:
+    import re
+
+    found = re.search(rf'id="{key}">([^<]*)<', dom)
+    assert found, f"the rendered report has no {key} figure"
+    return found.group(1)
+
+
+def test_the_job_report_shows_the_manifest_numbers_when_rendered(compressed, tmp_path):
+    import pyarrow.parquet as pq
+
+    from mlflow import MlflowClient
+
+    out, result = compressed
+    page = out / "report.html"
+    assert f"report: {page}" in result["report"]
+    dom = chromium(page, tmp_path / "profile", "--dump-dom")
+    m = manifest(out)
+    totals = m["totals"]
+    for key in ("files", "coded", "passthrough", "duplicate", "skipped", "original_bytes", "stored_bytes"):
+        assert shown(dom, key) == f"{totals[key]:,}"
+    assert shown(dom, "bytes_saved") == f"{totals['original_bytes'] - totals['stored_bytes']:,}"
+    rows = [r for s in m["shards"] for r in pq.read_table(out / s["name"]).to_pylist() if r["kind"] == "coded"]
+    bpp = 8 * sum(r["compressed_bytes"] for r in rows) / sum(r["width"] * r["height"] for r in rows)
+    assert shown(dom, "bpp") == f"{bpp:.3f}"
+    assert dom.count('alt="decoded"') == dom.count('alt="original"') == min(len(rows), 6)
+    assert 'src="http' not in dom and "<script" not in dom  # self-contained
+    chromium(page, tmp_path / "profile2", f"--screenshot={tmp_path / 'report.png'}", "--window-size=1200,2400")
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    artifacts = MlflowClient().list_artifacts(m["jobs"][-1]["mlflow_run_id"])
+    assert "report.html" in {a.path for a in artifacts}
+
+
+def test_saepress_report_rebuilds_the_page_for_the_whole_set(compressed, tmp_path):
+    from flows.report import report
+
+    import re
+
+    def figures(page: Path) -> dict[str, str]:
+        return dict(re.findall(r"id='(\w+)'>([^<]*)<", page.read_text()))
+
+    out, _ = compressed
+    before = figures(out / "report.html")
+    (out / "report.html").unlink()
+    assert report(str(out)) == {"report": [f"report: {out}/report.html"], "problems": []}
+    after = figures(out / "report.html")
+    assert int(after.pop("generation")) > int(before.pop("generation"))  # the job's last commit came after its page
+    assert after == before and len(after) >= 12
+
+
 def test_compress_accounts_for_every_file(compressed, archive):
     out, result = compressed
     _, expected = archive
