@@ -48,18 +48,18 @@ def single_process(folder: Path, rate: dict) -> dict:
     import torch
     from sae_model import Codec
 
-    from tasks import compress as units
+    from tasks import items
 
     # One thread, like one Dask worker (distributed pins OMP/MKL threads to 1): the loop is the per-core baseline.
     torch.set_num_threads(1)
     codec = Codec.pretrained()
     files = sorted(folder.rglob("*.png"))
     started = time.perf_counter()
-    streams = [units.encode_item(codec, f.read_bytes(), rate)["data"] for f in files]
+    streams = [items.encode_item(codec, f.read_bytes(), rate)["data"] for f in files]
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     for stream in streams:
-        units.to_png(codec.decode(stream), "RGB")
+        items.decode_png({"data": stream, "mode": "RGB", "model_fingerprint": codec.fingerprint}, lambda _: codec)
     return {"compress_s": encode_s, "decompress_s": time.perf_counter() - started,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

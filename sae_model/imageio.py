@@ -1,7 +1,8 @@
 """Input normalisation and colour transforms.
 
 Conversions (reported by `Codec.decode` in ``image.info["saepress"]``):
-- EXIF orientation is applied to the pixels (the stored EXIF then says orientation 1).
+- EXIF orientation is applied to the pixels (the stored EXIF then says orientation 1); EXIF and ICC are the
+  file's own bytes, and metadata that cannot be kept is dropped with a note, never an error (metadata.py).
 - P / PA -> RGB, or RGBA when the palette has transparency; "1" -> L; YCbCr/LAB/HSV -> RGB.
 - CMYK -> RGB (Pillow's conversion); a CMYK ICC profile is dropped since it no longer applies.
 - I;16 / I / F (16-bit or wider) -> L by taking the top 8 bits of the 16-bit value
@@ -14,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from . import bitstream
+from . import bitstream, metadata
 from .errors import UnsupportedImageError
 
 
@@ -29,7 +30,7 @@ class Prepared:
     flags: int = 0
     exif: bytes = b""
     icc: bytes = b""
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # metadata dropped or not applied (metadata.Upright.notes)
 
 
 def prepare(image) -> Prepared:
@@ -39,30 +40,25 @@ def prepare(image) -> Prepared:
         raise UnsupportedImageError(f"expected PIL.Image or numpy array, got {type(image).__name__}")
     flags = 0
     source_mode = image.mode if image.mode in bitstream.SOURCE_MODES else "other"
-    try:
-        exif = image.getexif()
-        orientation = exif.get(0x0112, 1)
-    except Exception:  # broken EXIF must not stop compression; it is then dropped
-        exif, orientation = None, 1
-    if orientation not in (1, None):
-        image = ImageOps.exif_transpose(image)
-        exif = image.getexif()
+    kept = metadata.upright(image)
+    image, notes = kept.image, list(kept.notes)
+    if kept.orientation != 1:
         flags |= bitstream.FLAG_ORIENTED
-    exif_bytes = exif.tobytes() if exif else b""
-    icc = image.info.get("icc_profile") or b""
     try:
         image, mode, extra = _to_supported(image)
     except (ValueError, OSError) as e:
         raise UnsupportedImageError(f"cannot convert mode {image.mode}: {e}") from None
     flags |= extra
-    if flags & bitstream.FLAG_CMYK:
+    icc = kept.icc
+    if flags & bitstream.FLAG_CMYK and icc:
         icc = b""
+        notes.append("ICC profile dropped: a CMYK profile does not describe the RGB pixels")
     arr = np.asarray(image, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     alpha = np.ascontiguousarray(arr[:, :, -1]) if mode in ("LA", "RGBA") else None
     colour = np.ascontiguousarray(arr[:, :, :1] if mode in ("L", "LA") else arr[:, :, :3])
-    return Prepared(colour, alpha, mode, source_mode, flags, exif_bytes, icc)
+    return Prepared(colour, alpha, mode, source_mode, flags, kept.exif, icc, notes)
 
 
 def _from_array(a: np.ndarray) -> Image.Image:

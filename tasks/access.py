@@ -122,7 +122,6 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
                     decoded += 1
                 else:
                     units.check_row(row)
-                    _check_header(row)
             except units.ItemError as exc:
                 problems.append(f"corrupt: {entry['name']}: {exc}")
         problems += [f"missing: item {item[:12]} is indexed in {entry['name']} but not stored there"
@@ -145,18 +144,3 @@ def _check_file(fs, root: str, entry: dict) -> list[str]:
     if not shards.matches_entry(data, entry):
         return [f"corrupt: {entry['name']} does not match its sha256 in the manifest"]
     return []
-
-
-def _check_header(row: dict) -> None:
-    """A coded row's bitstream header must parse and name the row's model (cheap; no decoding)."""
-    if row["kind"] != "coded":
-        return
-    from sae_model import CodecError, read_header
-
-    try:
-        header = read_header(row["data"])
-    except CodecError as exc:
-        raise units.ItemError(f"item {row['id'][:12]}: bad bitstream header ({exc})") from None
-    if header.fingerprint != row["model_fingerprint"]:
-        raise units.ItemError(f"item {row['id'][:12]}: bitstream names model {header.fingerprint[:12]}, "
-                              f"row says {row['model_fingerprint'][:12]}")

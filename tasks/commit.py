@@ -33,6 +33,8 @@ class Committer:
         self.last_commit = time.monotonic()
 
     def add(self, result: dict) -> None:
+        # Items a batch could not read are skipped by this job (accounted, retried by the next one).
+        self.plan["skipped"] = self.plan["skipped"] + result["skipped"]
         if result["shard"] is None:
             return
         self.pending_shards.append(result["shard"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import io
 import json
 import posixpath
 import tempfile
@@ -15,9 +14,8 @@ import uuid
 import zlib
 from typing import Any
 
-from PIL import Image, ImageOps
-
-from tasks import defaults, shards
+from tasks import defaults, frames, shards
+from tasks.items import decode_png, encode_item
 
 # One codec per model folder per worker process: loading weights for every batch would dominate small shards.
 _CODECS: dict[str, Any] = {}
@@ -84,78 +82,79 @@ def model_problems(fs, path: str, fingerprint: str) -> list[str]:
 
 # ---------------------------------------------------------------- compress
 
-def _rgb(image: Image.Image):
-    import numpy as np
-
-    return np.asarray(image.convert("RGB"))
-
-
-def encode_item(codec, data: bytes, rate: dict[str, float]) -> dict[str, Any]:
-    """Code one file; raises when it cannot be coded or does not survive decoding (verify-on-write)."""
-    import sae_model
-
-    with Image.open(io.BytesIO(data)) as opened:
-        fmt, mode = opened.format, opened.mode
-        # Store upright pixels: viewers apply EXIF orientation, and exif_transpose resets the tag to match.
-        image = ImageOps.exif_transpose(opened)
-        image.load()
-    for key in ("exif", "icc_profile"):
-        if opened.info.get(key) and key not in image.info:
-            image.info[key] = opened.info[key]
-    stream = codec.encode(image, **rate)
-    decoded = codec.decode(stream)
-    if decoded.size != image.size:
-        raise ValueError(f"decoded size {decoded.size} differs from {image.size}")
-    width, height = image.size
-    return {"kind": "coded", "width": width, "height": height, "mode": mode, "format": fmt, "data": stream,
-            "bpp": 8 * len(stream) / (width * height), "psnr": sae_model.psnr(_rgb(image), _rgb(decoded)),
-            "model_fingerprint": codec.fingerprint}
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 def _passthrough(data: bytes, fmt: str | None, reason: str) -> dict[str, Any]:
-    return {"kind": "passthrough", "data": data, "format": fmt, "reason": reason}
+    return {"kind": "passthrough", "data": data, "format": fmt, "reason": reason, "conversions": []}
+
+
+def store_item(codec, item: dict, data: bytes, rate: dict[str, float]) -> dict[str, Any]:
+    """The shard row of one file: coded, or its verbatim bytes with the reason; never raises for the file's sake.
+
+    Any failure of this one item (Pillow reading or seeking frames, the encoder, the decode-after-encode check,
+    a row that would not serialise) makes it passthrough with the error's class and message as its reason.
+    """
+    if item["status"] == "rejected":
+        row = _passthrough(data, item.get("format"), item.get("reason") or "rejected by ingest")
+    else:
+        try:
+            row = encode_item(codec, data, rate)
+        except Exception as exc:  # per item, whatever the cause: the batch goes on
+            row = _passthrough(data, item.get("format"), f"not coded: {_one_line(exc)}")
+    row = _identified(row, item, data)
+    if row["kind"] != "passthrough":
+        try:
+            shards.check_serialisable(row)
+        except Exception as exc:
+            row = _identified(_passthrough(data, item.get("format"), f"not stored coded: {_one_line(exc)}"),
+                              item, data)
+    return row
+
+
+def _identified(row: dict, item: dict, data: bytes) -> dict:
+    return {**row, "id": item["id"], "paths": item["paths"], "original_bytes": len(data),
+            "compressed_bytes": len(row["data"]), "crc32": zlib.crc32(row["data"])}
 
 
 def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: list[dict], fingerprint: str,
                    model_uri: str, rate: dict[str, float]) -> dict:
     """Store ``items`` (dicts: id, paths, status, format, reason) as one new shard; return its entry and rows.
 
-    Rejected items and items that fail to code are stored verbatim (passthrough). An item whose bytes no longer
-    match its id is not stored and comes back in ``problems``. The shard gets a fresh name per attempt, so a
-    retried or duplicated attempt never overwrites a file another attempt reported.
+    Every item read is stored: coded, or verbatim (passthrough) with its reason (store_item). An item that cannot
+    be read any more, or whose bytes no longer match its id, comes back in ``skipped`` (with its reason, so the job's
+    accounting holds) and in ``problems``; the next job tries it again. Only batch-level causes raise (the
+    source, the model or the shard set unreachable), and the caller retries the batch. The shard gets a fresh
+    name per attempt, so a retried or duplicated attempt never overwrites a file another attempt reported.
     """
-    from sae_model import CodecError
-
     from tasks.sources import open_source
 
     codec = load_codec(sharddir, fingerprint)
     by_path = {item["paths"][0]: item for item in items}
-    rows, problems = [], []
+    rows, problems, skipped = [], [], []
+
+    def skip(item: dict, reason: str) -> None:
+        problems.append(f"{item['paths'][0]}: {reason}")
+        skipped.extend({"path": path, "id": item["id"], "reason": reason} for path in item["paths"])
+
     for path, data in open_source(source_url).read_many(list(by_path), errors="return"):
         item = by_path.pop(path)
         if isinstance(data, Exception):
-            problems.append(f"{path}: cannot be read from the source ({data}); not stored")
-            continue
-        if hashlib.sha256(data).hexdigest() != item["id"]:
-            problems.append(f"{path}: content changed since it was catalogued; run ingest again")
-            continue
-        if item["status"] == "rejected":
-            row = _passthrough(data, item.get("format"), item.get("reason") or "rejected by ingest")
+            skip(item, f"cannot be read from the source ({data}); not stored, the next compress tries again")
+        elif hashlib.sha256(data).hexdigest() != item["id"]:
+            skip(item, "content changed since it was catalogued; run ingest again")
         else:
-            try:
-                row = encode_item(codec, data, rate)
-            except (CodecError, OSError, ValueError, Image.DecompressionBombError) as exc:
-                row = _passthrough(data, item.get("format"), f"not coded: {type(exc).__name__}: {exc}")
-        row.update(id=item["id"], paths=item["paths"], original_bytes=len(data), compressed_bytes=len(row["data"]),
-                   crc32=zlib.crc32(row["data"]))
-        rows.append(row)
-    problems += [f"{path}: not found in the source" for path in by_path]
+            rows.append(store_item(codec, item, data, rate))
+    for item in by_path.values():
+        skip(item, "not found in the source; not stored, the next compress tries again")
     name = f"shards/{job}-{batch:05d}-{uuid.uuid4().hex[:8]}.parquet"
     entry = {"name": name, "rows": len(rows), "model_fingerprint": fingerprint, "job": job}
     if rows:
         from sae_model import read_header
 
-        coded = [row for row in rows if row["kind"] == "coded"]
+        coded = [row for row in rows if row["kind"] == "coded" and not frames.is_container(row["data"])]
         version = str(read_header(coded[0]["data"]).format_version) if coded else ""
         data = shards.shard_bytes(rows, {"saepress.bitstream_format_version": version,
                                          "saepress.model_fingerprint": fingerprint, "saepress.model_uri": model_uri,
@@ -164,50 +163,53 @@ def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: 
         shards.put_atomic(fs, f"{root}/{name}", data)
         entry.update(bytes=len(data), sha256=shards.sha256_hex(data))
     summary = [{k: row.get(k) for k in ("id", "paths", "kind", "original_bytes", "compressed_bytes", "width", "height",
-                                        "bpp", "psnr")} for row in rows]
-    return {"shard": entry if rows else None, "items": summary, "problems": problems}
+                                        "frames", "bpp", "psnr")} for row in rows]
+    return {"shard": entry if rows else None, "items": summary, "problems": problems, "skipped": skipped}
 
 
 # ---------------------------------------------------------------- decompress
 
 def check_row(row: dict) -> None:
-    """Raise ItemError when a row's payload is not what was written (CRC, and content hash for passthrough)."""
+    """Raise ItemError when a row's payload is not what was written: CRC, the content hash of passthrough bytes,
+    and for coded rows every bitstream header (one per frame) parsing and naming the row's model. No decoding."""
+    from sae_model import CodecError, read_header
+
     if zlib.crc32(row["data"]) != row["crc32"]:
         raise ItemError(f"item {row['id'][:12]} is corrupt (CRC mismatch)")
-    if row["kind"] == "passthrough" and hashlib.sha256(row["data"]).hexdigest() != row["id"]:
-        raise ItemError(f"item {row['id'][:12]} is corrupt (content hash mismatch)")
+    if row["kind"] == "passthrough":
+        if hashlib.sha256(row["data"]).hexdigest() != row["id"]:
+            raise ItemError(f"item {row['id'][:12]} is corrupt (content hash mismatch)")
+        return
+    try:
+        streams = ([f.payload for f in frames.unpack(row["data"]).frames] if frames.is_container(row["data"])
+                   else [row["data"]])
+        for stream in streams:
+            header = read_header(stream)
+            if header.fingerprint != row["model_fingerprint"]:
+                raise ItemError(f"item {row['id'][:12]}: bitstream names model {header.fingerprint[:12]}, "
+                                f"row says {row['model_fingerprint'][:12]}")
+    except (CodecError, frames.ContainerError) as exc:
+        raise ItemError(f"item {row['id'][:12]}: bad bitstream header ({exc})") from None
 
 
 def restore(sharddir: str, row: dict, max_pixels: int = defaults.INGEST.max_pixels) -> bytes:
-    """The bytes to write for one stored row: the verbatim file, or a PNG of the decoded image (refused, as an
-    ItemError, when its header declares more than ``max_pixels``)."""
-    from sae_model import CodecError, read_header
+    """The bytes to write for one stored row: the verbatim file, or a PNG (APNG for frames) of the decoded image
+    (refused when a frame's header, or the frames together, declare more than ``max_pixels``).
+
+    Any failure to rebuild the row raises ItemError naming the item and the cause."""
+    from sae_model import CodecError
 
     check_row(row)
     if row["kind"] == "passthrough":
         return row["data"]
-    fingerprint = row["model_fingerprint"]
     try:
-        header = read_header(row["data"])
-        if header.fingerprint != fingerprint:
-            raise ItemError(f"item {row['id'][:12]}: bitstream made by model {header.fingerprint[:12]}, "
-                            f"row says {fingerprint[:12]}")
-        image = load_codec(sharddir, fingerprint).decode(row["data"], max_pixels=max_pixels)
+        return decode_png(row, lambda fingerprint: load_codec(sharddir, fingerprint), max_pixels)
+    except ItemError:
+        raise
     except CodecError as exc:
         raise ItemError(f"item {row['id'][:12]} cannot be decoded ({type(exc).__name__}: {exc})") from None
-    return to_png(image, row["mode"])
-
-
-def to_png(image: Image.Image, original_mode: str | None) -> bytes:
-    """PNG bytes with the original mode where PNG holds it, and the EXIF and ICC bytes the codec kept."""
-    if original_mode == "1":
-        image = image.convert("1")
-    elif original_mode == "P" and image.mode in ("RGB", "L"):
-        image = image.convert("RGB").quantize(256)
-    extra = {key: image.info[key] for key in ("exif", "icc_profile") if image.info.get(key)}
-    sink = io.BytesIO()
-    image.save(sink, "PNG", **extra)
-    return sink.getvalue()
+    except Exception as exc:  # whatever breaks one item's rebuild, the others are still restored
+        raise ItemError(f"item {row['id'][:12]} cannot be rebuilt ({_one_line(exc)})") from None
 
 
 def output_name(path: str, kind: str) -> str:

@@ -11,12 +11,14 @@ A SHARDDIR (a local folder or any fsspec URL such as ``s3://bucket/archive``) ho
     .lock                               present while a job writes (owner pid, start time, host, job, token)
     .lock.takeover                      present for a moment while a job replaces a stale lock
 
-Shard file (``SHARD_SCHEMA_VERSION`` 1): Parquet, one row per stored item, rows sorted by ``id`` in small row groups
+Shard file (``SHARD_SCHEMA_VERSION`` 2): Parquet, one row per stored item, rows sorted by ``id`` in small row groups
 so that a reader can fetch one item through the row-group statistics without reading the rest of the payload.
+Version 1 files lack the last four columns and read as if they were null (still images, nothing noted).
 
     id                 string    sha256 hex of the original file's bytes (the image id)
     paths              list<str> every original path (relative to the source root) known when the item was stored
-    kind               string    "coded" (data is a codec bitstream) or "passthrough" (data is the file verbatim)
+    kind               string    "coded" (data is a codec bitstream, or a frame container for frames > 1) or
+                                 "passthrough" (data is the file verbatim)
     width, height      int32?    pixels of the stored image (after EXIF orientation was applied); null for passthrough
     mode               string?   Pillow mode of the original image; null for passthrough
     format             string?   Pillow format of the original (JPEG, PNG, ...); null when not an image
@@ -24,10 +26,18 @@ so that a reader can fetch one item through the row-group statistics without rea
     data               large_binary  the bitstream or the verbatim bytes
     compressed_bytes   int64     len(data)
     crc32              int64     zlib.crc32 of data (checked by verify before anything is decoded)
-    bpp                float64?  8 * compressed_bytes / (width * height) for coded rows
-    psnr               float64?  dB, measured by decoding right after encoding (verify-on-write)
+    bpp                float64?  8 * compressed_bytes / (width * height * frames) for coded rows
+    psnr               float64?  dB, measured by decoding right after encoding (verify-on-write); the worst frame's
     model_fingerprint  string?   the model that coded the row (a folder under models/)
     reason             string?   for passthrough: why the file was not coded
+    frames             int32?    coded rows: 1 for a still image (data is a bitstream), N > 1 for an animation or a
+                                 multi-frame file (data is a frame container, tasks/frames.py: N full frames with
+                                 their durations and the loop count, each frame naming its engine)
+    frame_psnr         list<f64>? per-frame PSNR of a frame sequence
+    conversions        list<str> what coding changed or dropped (orientation applied, 16-bit reduced, EXIF that
+                                 could not be kept, ...), one line each; empty when nothing was
+    text               map<str,str>? text metadata the bitstream does not carry (PNG text chunks, XMP, comments),
+                                 written back as PNG iTXt chunks
 
 Shard key-value metadata: ``saepress.shard_schema_version``, ``saepress.bitstream_format_version`` (empty when no
 row is coded), ``saepress.model_fingerprint``, ``saepress.model_uri``, ``saepress.created`` (UTC ISO 8601) and
@@ -75,7 +85,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SHARD_SCHEMA_VERSION = "1"
+SHARD_SCHEMA_VERSION = "2"
 MANIFEST_VERSION = 1
 LOCK_NAME = ".lock"
 TAKEOVER_SUFFIX = ".takeover"
@@ -106,6 +116,10 @@ SHARD_SCHEMA = pa.schema([
     ("psnr", pa.float64()),
     ("model_fingerprint", pa.string()),
     ("reason", pa.string()),
+    ("frames", pa.int32()),
+    ("frame_psnr", pa.list_(pa.float64())),
+    ("conversions", pa.list_(pa.string())),
+    ("text", pa.map_(pa.string(), pa.string())),
 ])
 INDEX_SCHEMA = pa.schema([("path", pa.string()), ("id", pa.string()), ("shard", pa.string()), ("kind", pa.string())])
 
@@ -176,7 +190,7 @@ def sha256_hex(data: bytes) -> str:
 
 def shard_bytes(rows: list[dict[str, Any]], metadata: dict[str, str]) -> bytes:
     """Serialise rows (dicts with SHARD_SCHEMA's columns) into one shard file's bytes, sorted by id."""
-    rows = sorted(rows, key=lambda row: row["id"])
+    rows = sorted((_cells(row) for row in rows), key=lambda row: row["id"])
     table = pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
     meta = {"saepress.shard_schema_version": SHARD_SCHEMA_VERSION, **metadata}
     table = table.replace_schema_metadata({k: str(v) for k, v in meta.items()})
@@ -185,6 +199,16 @@ def shard_bytes(rows: list[dict[str, Any]], metadata: dict[str, str]) -> bytes:
     pq.write_table(table, sink, row_group_size=ROW_GROUP_ITEMS, compression="zstd",
                    write_statistics=["id"], use_dictionary=["kind", "mode", "format", "model_fingerprint"])
     return sink.getvalue()
+
+
+def check_serialisable(row: dict[str, Any]) -> None:
+    """Raise when one row would not fit SHARD_SCHEMA (so it is stored differently, not the whole shard lost)."""
+    pa.Table.from_pylist([_cells(row)], schema=SHARD_SCHEMA)
+
+
+def _cells(row: dict[str, Any]) -> dict[str, Any]:
+    text = row.get("text")
+    return {**row, "text": list(text.items()) if isinstance(text, dict) else text}
 
 
 def read_shard(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None,

@@ -302,6 +302,24 @@ def _member_name(raw: str) -> str:
     return name
 
 
+class _Names:
+    """Catalog names of an archive's members, in archive order: the n-th member with a name already taken is
+    ``stem~n.ext`` (extracting the archive would let the last one replace the others; saepress keeps every one).
+    The same archive gives the same names on every pass."""
+
+    def __init__(self):
+        self.taken: set[str] = set()
+
+    def __call__(self, raw: str) -> str:
+        name = candidate = _member_name(raw)
+        stem, ext = posixpath.splitext(name)
+        n = 2
+        while candidate in self.taken:
+            candidate, n = f"{stem}~{n}{ext}", n + 1
+        self.taken.add(candidate)
+        return candidate
+
+
 class TarSource(Source):
     """A tar archive (plain, gzip, bz2 or xz) read as a stream: no seeking, so it works behind any URL."""
 
@@ -309,18 +327,18 @@ class TarSource(Source):
         self.url = url
         _require_file(url)
 
-    def _entries(self) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    def _entries(self) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo, str]]:
+        names = _Names()
         try:
             with fsspec.open(self.url, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
                 for info in tar:
                     if not info.isdir():
-                        yield tar, info
+                        yield tar, info, names(info.name)
         except _ARCHIVE_DAMAGE as exc:
             raise DamagedArchive(f"{self.url} is damaged or truncated: {exc}") from None
 
     def iter_members(self):
-        for tar, info in self._entries():
-            path = _member_name(info.name)
+        for tar, info, path in self._entries():
             if not info.isreg():
                 yield Member(path, 0, "")
                 continue
@@ -339,8 +357,7 @@ class TarSource(Source):
     def _read_many(self, paths, max_bytes):
         wanted = set(paths)
         try:
-            for tar, info in self._entries():
-                path = _member_name(info.name)
+            for tar, info, path in self._entries():
                 if path not in wanted:
                     continue
                 wanted.discard(path)
@@ -385,20 +402,23 @@ class ZipSource(Source):
             raw.close()
             raise DamagedArchive(f"{self.url} is not a readable zip archive: {exc}") from None
 
+    @staticmethod
+    def _members(archive: zipfile.ZipFile) -> Iterator[tuple[str, zipfile.ZipInfo]]:
+        names = _Names()
+        for info in archive.infolist():
+            if not info.is_dir():
+                yield names(info.filename), info
+
     def iter_members(self):
         raw, archive = self._open()
         with raw, archive:
-            for info in archive.infolist():
-                if not info.is_dir():
-                    yield Member(_member_name(info.filename), 0 if _zip_is_link(info) else info.file_size,
-                                 f"crc32:{info.CRC:08x}")
+            for path, info in self._members(archive):
+                yield Member(path, 0 if _zip_is_link(info) else info.file_size, f"crc32:{info.CRC:08x}")
 
     def _read_many(self, paths, max_bytes):
         raw, archive = self._open()
         with raw, archive:
-            infos = {}
-            for info in archive.infolist():
-                infos.setdefault(_member_name(info.filename), info)
+            infos = dict(self._members(archive))
             for path in paths:
                 info = infos.get(path)
                 yield path, (Missing(f"{path} not found in {self.url}") if info is None

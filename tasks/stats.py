@@ -9,7 +9,7 @@ import math
 import statistics
 
 # The fields of an item record these summaries read (compress results and shard rows both have them).
-FIELDS = ("kind", "compressed_bytes", "width", "height", "bpp", "psnr")
+FIELDS = ("kind", "compressed_bytes", "width", "height", "frames", "bpp", "psnr")
 
 
 def finite(values) -> list[float]:
@@ -19,7 +19,7 @@ def finite(values) -> list[float]:
 def rate_summary(items: list[dict]) -> dict[str, float]:
     """coded count, bpp (coded bits / coded pixels), median item bpp, median and lowest item PSNR (dB)."""
     coded = [item for item in items if item["kind"] == "coded"]
-    pixels = sum(item["width"] * item["height"] for item in coded)
+    pixels = sum(item["width"] * item["height"] * (item.get("frames") or 1) for item in coded)  # every frame
     psnr = finite(item["psnr"] for item in coded)
     return {"coded": len(coded),
             "bpp": 8 * sum(item["compressed_bytes"] for item in coded) / pixels if pixels else 0.0,

@@ -30,11 +30,14 @@ def fetch_validation_images(workdir: str, image_ids: list[str], count: int) -> l
 
 
 def decode_validation_images(files: list[tuple[str, bytes]], crop: int | None) -> list["Image.Image"]:  # noqa: F821
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    from sae_model import metadata
 
     images = []
     for name, data in files:
-        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+        # metadata.upright, not ImageOps.exif_transpose: EXIF Pillow cannot write back must not stop training.
+        image = metadata.upright(Image.open(io.BytesIO(data))).image.convert("RGB")
         if crop and (image.width > crop or image.height > crop):
             w, h = min(crop, image.width), min(crop, image.height)
             left, top = (image.width - w) // 2, (image.height - h) // 2

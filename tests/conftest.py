@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,6 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 for _var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "SAEPRESS_DASK_ADDRESS", "SAEPRESS_CONFIG"):
     os.environ.pop(_var, None)
 
-DEV_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dev-images"
-
 
 @pytest.fixture(scope="session")
 def prefect_harness():
@@ -34,7 +35,41 @@ def prefect_harness():
 
 
 @pytest.fixture(scope="session")
-def dev_images() -> Path:
-    if not DEV_IMAGES.is_dir():
-        pytest.skip(f"dev images not found at {DEV_IMAGES}")
-    return DEV_IMAGES
+def s3_server() -> dict[str, str]:
+    """One moto S3 server for the session, on a port the OS picks (no race with other test runs), returned only
+    once it answers HTTP; the value is the environment that points boto and s3fs at it. Buckets are shared by
+    every test: give each test its own bucket name."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except urllib.error.HTTPError:  # an HTTP answer, whatever its status, means the server serves
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the moto S3 server at {url} did not answer within 30 s") from None
+            time.sleep(0.1)
+    try:
+        yield {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    """The session's S3 server in this test's environment (and its children's), with no stale s3fs client."""
+    import s3fs
+
+    for name, value in s3_server.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield s3_server
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -6,18 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
+from hostile import photo
 from PIL import Image
 
 pytestmark = pytest.mark.slow
 
 
-def make_archive(folder: Path, dev_images: Path, count: int = 4, size: int = 48) -> dict[str, str]:
-    """Small crops of the dev photos plus the awkward cases; returns path -> kind expected after compression."""
+def make_archive(folder: Path, count: int = 4, size: int = 48) -> dict[str, str]:
+    """Small crops of the shipped sample photos plus the awkward cases; returns path -> kind expected after
+    compression."""
     folder.mkdir(parents=True, exist_ok=True)
     expected = {}
-    for n, source in enumerate(sorted(dev_images.glob("*.png"))[:count]):
-        with Image.open(source) as image:
-            image.crop((0, 0, size + 8 * n, size)).save(folder / f"img{n}.png")
+    for n in range(count):
+        photo(n, size + 8 * n, size).save(folder / f"img{n}.png")
         expected[f"img{n}.png"] = "coded"
     (folder / "sub").mkdir(exist_ok=True)
     with Image.open(folder / "img0.png") as image:
@@ -44,9 +45,9 @@ def stored_ids(sharddir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory, dev_images):
+def archive(tmp_path_factory):
     folder = tmp_path_factory.mktemp("archive") / "src"
-    return folder, make_archive(folder, dev_images)
+    return folder, make_archive(folder)
 
 
 @pytest.fixture(scope="module")

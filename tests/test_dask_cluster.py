@@ -49,12 +49,12 @@ def cluster(tmp_path):
 
 
 @pytest.mark.parametrize("kill_worker", [False, True])
-def test_compress_on_a_real_cluster(cluster, tmp_path, dev_images, prefect_harness, kill_worker):
+def test_compress_on_a_real_cluster(cluster, tmp_path, prefect_harness, kill_worker):
     from flows.access import verify
     from flows.compress import compress_flow, decompress_flow
 
     address, workers = cluster
-    expected = make_archive(tmp_path / "src", dev_images, count=12, size=40)
+    expected = make_archive(tmp_path / "src", count=12, size=40)
     out = tmp_path / "set"
     outcome = {}
     job = threading.Thread(target=lambda: outcome.update(compress_flow(

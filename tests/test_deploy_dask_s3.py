@@ -16,8 +16,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "flows" / "sample_data"
-BUCKET = "saepress-deploy-test"  # moto shares buckets across servers in one process: one name per module
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+BUCKET = "saepress-deploy-test"  # the session shares one S3 server: one bucket name per module
 
 
 def _free_port() -> int:
@@ -41,33 +40,13 @@ def loopback_replacements(scheduler_port: int, dashboard_port: int) -> dict[str,
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    """A moto S3 server on loopback; the environment that points boto/s3fs at it (here and in children)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()  # no cached client left pointing at another endpoint
-    try:
-        yield env
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def dask_cluster(s3, tmp_path):
+def dask_cluster(s3_env, tmp_path):
     """`dask scheduler` + 2 x `dask worker`, exactly as compose.yaml runs them, on loopback ports."""
     import distributed
 
     replacements = loopback_replacements(_free_port(), _free_port())
     address = replacements["tcp://dask-scheduler:8786"]
-    env = {**os.environ, **s3, "SAEPRESS_HOME": str(tmp_path / "worker-home")}
+    env = {**os.environ, **s3_env, "SAEPRESS_HOME": str(tmp_path / "worker-home")}
     env.pop("SAEPRESS_DASK_ADDRESS", None)
     processes = []
 

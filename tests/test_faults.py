@@ -21,11 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def shard_set(tmp_path_factory, dev_images, prefect_harness):
+def shard_set(tmp_path_factory, prefect_harness):
     from flows.compress import compress_flow
 
     base = tmp_path_factory.mktemp("faults")
-    make_archive(base / "src", dev_images)
+    make_archive(base / "src")
     result = compress_flow(source=str(base / "src"), out=str(base / "set"), shard_max_items=2)
     assert result["problems"] == []
     return base
@@ -329,13 +329,13 @@ def test_full_disk_stops_cleanly_and_the_rerun_resumes(tmp_path, small_disk, pre
     assert len(ids) == len(set(ids)) == count
 
 
-def test_killed_job_then_rerun_stores_each_item_once(tmp_path, dev_images, prefect_harness):
+def test_killed_job_then_rerun_stores_each_item_once(tmp_path, prefect_harness):
     from prefect.settings import PREFECT_API_URL
 
     from flows.access import verify
     from flows.compress import compress_flow
 
-    expected = make_archive(tmp_path / "src", dev_images, count=12, size=40)
+    expected = make_archive(tmp_path / "src", count=12, size=40)
     out = tmp_path / "set"
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), SAEPRESS_DASK_WORKERS="1")
     job = subprocess.Popen(
@@ -361,24 +361,11 @@ def test_killed_job_then_rerun_stores_each_item_once(tmp_path, dev_images, prefe
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+def s3(s3_env):
     import s3fs
 
-    s3fs.S3FileSystem.clear_instance_cache()
     s3fs.S3FileSystem().mkdir("faults-archive")
-    yield "s3://faults-archive"
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+    return "s3://faults-archive"
 
 
 def test_shard_set_on_s3(shard_set, s3, tmp_path, prefect_harness):

@@ -5,8 +5,6 @@ started after it is set inherit it, and the source stays a plain URL.
 """
 from __future__ import annotations
 
-import socket
-
 import pyarrow.parquet as pq
 import pytest
 from fixtures_archives import TEST_MAX_BYTES, common_cases, expected_rows, local_cluster, write_fs, write_tar
@@ -19,29 +17,17 @@ CASES = common_cases()
 
 
 @pytest.fixture(scope="module")
-def s3_bucket():
-    """A moto server on 127.0.0.1 and a free port, a bucket on it, and a Dask worker that can reach it."""
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+def s3_bucket(s3_server):
+    """A bucket on the session's S3 server, and a Dask worker that can reach it."""
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name, value in s3_server.items():
+            env.setenv(name, value)
         import s3fs
 
         fs = s3fs.S3FileSystem(skip_instance_cache=True)
         fs.mkdir("saepress-ingest-test")
-        try:
-            with local_cluster(workers=1) as address:
-                yield fs, "saepress-ingest-test", address
-        finally:
-            server.stop()
+        with local_cluster(workers=1) as address:
+            yield fs, "saepress-ingest-test", address
 
 
 def test_s3_folder_and_archive_behind_a_url(s3_bucket, tmp_path):

@@ -145,3 +145,19 @@ def test_a_plain_file_as_source_is_named_as_such(tmp_path):
     with pytest.raises(NotADirectoryError, match="is a file, not a folder or an archive"):
         open_source(tmp_path / "photo.jpg")
     assert "is a file" in list_members(str(tmp_path / "photo.jpg"))["missing"]
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_every_member_of_a_repeated_name_is_kept(tmp_path, kind):
+    import warnings
+
+    members = [("a/x.jpg", b"first"), ("a/x~2.jpg", b"real name"), ("a/x.jpg", b"second"), ("a/x.jpg", b"third")]
+    cases = [Case(name, data, "ok") for name, data in members]
+    path = tmp_path / f"dup.{kind}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns about the duplicate name
+        url = str(write_zip(path, cases) if kind == "zip" else write_tar(path, cases))
+    source = open_source(url)
+    names = [member.path for member in source.iter_members()]
+    assert names == ["a/x.jpg", "a/x~2.jpg", "a/x~3.jpg", "a/x~4.jpg"]
+    assert dict(source.read_many(names)) == dict(zip(names, [b"first", b"real name", b"second", b"third"]))
