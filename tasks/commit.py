@@ -3,6 +3,7 @@ as batches finish (at most every COMMIT_SECONDS) and at the end, so a crash lose
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 from prefect import task
@@ -11,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import compress as units
 from tasks import shards
 from tasks.fanout import submit_and_collect
-from tasks.plan import account
+from tasks.plan import account, split_failed
 from tasks.stats import FIELDS, rate_summary
 
 # Commit at most this often while batches finish: bounds the work a crash loses and the manifests written.
@@ -77,33 +78,44 @@ class Committer:
 def store_batches(source_url: str, out: str, committer: Committer, model: dict, rate: dict[str, float]) -> dict:
     """Compress every planned batch on Dask, committing as they finish; return this job's statistics."""
     job = committer.job["job"]
-    batches = committer.plan["batches"]
-    calls = [(source_url, out, job, n, items, model["fingerprint"], model["uri"], rate)
-             for n, items in enumerate(batches)]
-    keys = [f"compress-{job}-{n}" for n in range(len(batches))]
+    pending = list(enumerate(committer.plan["batches"]))
+    numbers = itertools.count(len(pending))  # shard names of split batches never repeat a number
     stats = {"new_items": 0, "original_bytes": 0, "stored_bytes": 0, "coded_items": []}
     uncommitted = {"original_bytes": 0, "stored_bytes": 0}
     problems: list[str] = []
-    for n, result in submit_and_collect(units.compress_batch, calls, "compress", keys=keys, errors="return"):
-        if isinstance(result, shards.DiskFull):
-            full = f"{result}: free space and run compress again (what is committed stays)"
-            problems += [] if full in problems else [full]
-            continue
-        if isinstance(result, Exception):  # a batch that failed every retry: its items stay unstored, reported missing
-            problems.append(f"batch {keys[n]} failed ({type(result).__name__}: {result}); run compress again")
-            continue
-        problems += result["problems"]
-        committer.add(result)
-        for item in result["items"]:
-            stats["new_items"] += 1
-            for key in ("original_bytes", "stored_bytes"):
-                value = item["original_bytes" if key == "original_bytes" else "compressed_bytes"]
-                stats[key] += value
-                uncommitted[key] += value
-            if item["kind"] == "coded":
-                stats["coded_items"].append({key: item[key] for key in FIELDS})
-        if committer.due():
-            committer.commit(uncommitted)
+    while pending:  # a round per split level; almost every job needs one
+        calls = [(source_url, out, job, n, items, model["fingerprint"], model["uri"], rate) for n, items in pending]
+        keys = [f"compress-{job}-{n}" for n, _ in pending]
+        failed = []
+        for i, result in submit_and_collect(units.compress_batch, calls, "compress", keys=keys, errors="return"):
+            if isinstance(result, shards.DiskFull):  # splitting cannot help: say it once
+                full = f"{result}: free space and run compress again (what is committed stays)"
+                problems += [] if full in problems else [full]
+                continue
+            if isinstance(result, Exception):  # failed every retry: split, so one poisonous item cannot sink the rest
+                failed.append((i, result))
+                continue
+            problems += result["problems"]
+            committer.add(result)
+            for item in result["items"]:
+                stats["new_items"] += 1
+                for key in ("original_bytes", "stored_bytes"):
+                    value = item["original_bytes" if key == "original_bytes" else "compressed_bytes"]
+                    stats[key] += value
+                    uncommitted[key] += value
+                if item["kind"] == "coded":
+                    stats["coded_items"].append({key: item[key] for key in FIELDS})
+            if committer.due():
+                committer.commit(uncommitted)
+        retry = []
+        for i, error in failed:
+            parts = split_failed(pending[i][1], error)
+            if not parts:
+                names = [item["paths"][0] for item in pending[i][1]]
+                problems.append(f"{', '.join(names[:5])}: not stored, batch {keys[i]} failed every attempt "
+                                f"({type(error).__name__}: {error}); run compress again")
+            retry += [(next(numbers), part) for part in parts]
+        pending = retry
     stats["counts"] = committer.commit(uncommitted)
     stats["problems"] = problems
     return stats

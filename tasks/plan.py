@@ -106,6 +106,20 @@ def plan_job(catalog: list[dict], index: dict[str, tuple[str, str, str]], skip_r
     return {"batches": batches, "duplicates": duplicates, "skipped": skipped}
 
 
+def split_failed(items: list[dict], error: BaseException) -> list[list[dict]]:
+    """What to store when a batch failed every retry: its halves, so that the items that can be stored are; a
+    single item that still fails, verbatim (its reason says why); nothing once a verbatim attempt failed too
+    (a batch-level cause such as storage down: the items stay unstored, reported, and the next job retries)."""
+    if len(items) > 1:
+        return [items[: len(items) // 2], items[len(items) // 2:]]
+    (item,) = items
+    if item["status"] == "rejected":
+        return []
+    text = str(error).strip().splitlines()
+    why = f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
+    return [[{**item, "status": "rejected", "reason": f"stored verbatim: coding it failed its batch every time ({why})"}]]
+
+
 def account(catalog: list[dict], index: dict[str, tuple[str, str, str]], skipped: list[dict]) -> dict:
     """Where every catalog file ended up: coded + passthrough + skipped + duplicate must equal the catalog."""
     counts = {"files": len(catalog), "coded": 0, "passthrough": 0, "duplicate": 0, "skipped": 0}

@@ -12,6 +12,7 @@ from hostile import photo
 from sae_model import Codec
 from tasks import compress as units
 from tasks import shards
+from tasks.plan import account
 
 
 class Failing:
@@ -72,7 +73,7 @@ def test_unreadable_and_changed_items_are_skipped_with_a_reason_and_the_rest_sto
     assert len(result["problems"]) == 2
     catalog = [{"path": item["paths"][0], "id": item["id"]} for item in items]
     index = {item["paths"][0]: (item["id"], "s", item["kind"]) for item in result["items"]}
-    counts = units.account(catalog, index, result["skipped"])
+    counts = account(catalog, index, result["skipped"])
     assert counts["coded"] + counts["passthrough"] + counts["skipped"] + counts["duplicate"] == counts["files"] == 4
 
 
