@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import struct
 import tarfile
 import zlib
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image, PngImagePlugin
 
 SAMPLES = Path(__file__).resolve().parents[1] / "flows" / "sample_data"
@@ -286,6 +288,68 @@ def corpus(count: int) -> list[Hostile]:
                 for c in cases(seed)]
         seed += 1
     return out
+
+
+# ---------------------------------------------------------------- what came back
+
+def stored_rows(sharddir: Path) -> dict[str, dict]:
+    """Catalog path -> its shard row, from the newest manifest."""
+    manifest = json.loads(sorted(sharddir.glob("manifest-*.json"))[-1].read_text())
+    found = {}
+    for entry in manifest["shards"]:
+        for row in pq.read_table(sharddir / entry["name"]).to_pylist():
+            for path in row["paths"]:
+                found[path] = row
+    return found
+
+
+def frames_of(data: bytes) -> tuple[list[np.ndarray], list[float], int]:
+    """Every frame as Pillow composites it (RGBA), with its duration, and the loop count (1 when absent)."""
+    with Image.open(io.BytesIO(data)) as image:
+        pictures, durations = [], []
+        for n in range(getattr(image, "n_frames", 1)):
+            image.seek(n)
+            image.load()
+            pictures.append(np.asarray(image.convert("RGBA")))
+            durations.append(float(image.info.get("duration") or 0))
+        return pictures, durations, image.info.get("loop", 1)
+
+
+def check_stored(path: str, row: dict, case: Hostile) -> None:
+    """The shard row has the outcome ``case`` promises (AssertionError naming the file otherwise)."""
+    assert row["kind"] == ("coded" if case.kind == "duplicate" else case.kind), path
+    if case.kind == "passthrough":
+        # Ingest says "truncated", the decoder "Truncated File Read": where the cut is decides who notices.
+        assert case.reason.lower() in row["reason"].lower(), (path, row["reason"])
+    elif case.kind == "coded":
+        assert row["frames"] == case.frames, path
+        if case.reason:
+            assert any(case.reason in note for note in row["conversions"]), (path, row["conversions"])
+
+
+def check_decoded(path: str, data: bytes, back: bytes, case: Hostile) -> None:
+    """A coded file's PNG has every frame, duration, loop count, size, text, EXIF and ICC of the original."""
+    original, durations, loop = frames_of(data)
+    pictures, back_durations, back_loop = frames_of(back)
+    assert len(pictures) == len(original) == case.frames, path
+    with Image.open(io.BytesIO(back)) as image, Image.open(io.BytesIO(data)) as source:
+        assert image.format == "PNG"
+        assert image.size == (case.upright_size or source.size), path
+        for key, value in case.text.items():
+            assert image.text[key] == value, (path, key)
+        if case.upright_size is None and source.info.get("exif"):
+            assert image.info["exif"] == source.info["exif"], path
+        if source.info.get("icc_profile"):
+            assert image.info["icc_profile"] == source.info["icc_profile"], path
+    if case.frames > 1:
+        assert np.allclose(back_durations, durations) and back_loop == loop, (path, back_durations, durations)
+        for a, b in zip(original, pictures):
+            assert np.array_equal(a[..., 3], b[..., 3]), path
+
+
+def restored_name(path: str, case: Hostile) -> str:
+    """Where decompress writes the file catalogued at ``path``: verbatim files at their name, coded ones as PNG."""
+    return path if case.kind == "passthrough" or path.endswith(".png") else f"{path}.png"
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 import pytest
-from hostile import apng, avif, fli, gif, mpo, tiff_pages, webp
+from hostile import apng, avif, fli, frames_of, gif, mpo, tiff_pages, webp
 from PIL import Image
 
 from sae_model import Codec, psnr
@@ -47,18 +47,6 @@ def test_damaged_container_is_refused(damage):
         return
     with pytest.raises(frames.ContainerError):
         frames.unpack(bytes(data))
-
-
-def frames_of(data: bytes) -> tuple[list[np.ndarray], list[float], int]:
-    """Every frame as Pillow composites it (RGBA), with its duration, and the loop count (1 when absent)."""
-    with Image.open(io.BytesIO(data)) as image:
-        pictures, durations = [], []
-        for n in range(getattr(image, "n_frames", 1)):
-            image.seek(n)
-            image.load()
-            pictures.append(np.asarray(image.convert("RGBA")))
-            durations.append(float(image.info.get("duration") or 0))
-        return pictures, durations, image.info.get("loop", 1)
 
 
 def test_apng_writer_keeps_identical_frames_and_exact_durations():

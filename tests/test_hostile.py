@@ -9,12 +9,9 @@ from __future__ import annotations
 import io
 import json
 
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
-from hostile import cases, photo, write_tar
+from hostile import cases, check_decoded, check_stored, photo, restored_name, stored_rows, write_tar
 from PIL import Image
-from test_frames import frames_of
 
 pytestmark = pytest.mark.slow
 CASES = cases()
@@ -50,16 +47,6 @@ def compressed(tmp_path_factory, expected, prefect_harness):
     return base / "set", result
 
 
-def rows(sharddir) -> dict[str, dict]:
-    manifest = json.loads(sorted(sharddir.glob("manifest-*.json"))[-1].read_text())
-    found = {}
-    for entry in manifest["shards"]:
-        for row in pq.read_table(sharddir / entry["name"]).to_pylist():
-            for path in row["paths"]:
-                found[path] = row
-    return found
-
-
 def test_every_file_is_stored_with_its_outcome(compressed, expected):
     sharddir, result = compressed
     assert result["problems"] == []
@@ -68,16 +55,9 @@ def test_every_file_is_stored_with_its_outcome(compressed, expected):
     assert totals["files"] == len(expected)
     assert (totals["coded"], totals["passthrough"], totals["duplicate"], totals["skipped"]) == (
         kinds.count("coded"), kinds.count("passthrough"), kinds.count("duplicate"), 0)
-    stored = rows(sharddir)
+    stored = stored_rows(sharddir)
     for path, (_, case) in expected.items():
-        row = stored[path]
-        assert row["kind"] == ("coded" if case.kind == "duplicate" else case.kind), path
-        if case.kind == "passthrough":
-            assert case.reason in row["reason"], (path, row["reason"])
-        elif case.kind == "coded":
-            assert row["frames"] == case.frames, path
-            if case.reason:
-                assert any(case.reason in note for note in row["conversions"]), (path, row["conversions"])
+        check_stored(path, stored[path], case)
 
 
 def test_verify_decodes_every_frame(compressed):
@@ -97,27 +77,7 @@ def test_decompress_gives_every_file_back(compressed, expected, tmp_path):
         if case.kind == "passthrough":
             assert (out / path).read_bytes() == data, path
             continue
-        back = (out / (path if path.endswith(".png") else f"{path}.png")).read_bytes()
-        check_decoded(path, data, back, case)
-
-
-def check_decoded(path: str, data: bytes, back: bytes, case) -> None:
-    original, durations, loop = frames_of(data)
-    pictures, back_durations, back_loop = frames_of(back)
-    assert len(pictures) == len(original) == case.frames, path
-    with Image.open(io.BytesIO(back)) as image, Image.open(io.BytesIO(data)) as source:
-        assert image.format == "PNG"
-        assert image.size == (case.upright_size or source.size), path
-        for key, value in case.text.items():
-            assert image.text[key] == value, (path, key)
-        if case.upright_size is None and source.info.get("exif"):
-            assert image.info["exif"] == source.info["exif"], path
-        if source.info.get("icc_profile"):
-            assert image.info["icc_profile"] == source.info["icc_profile"], path
-    if case.frames > 1:
-        assert back_durations == pytest.approx(durations) and back_loop == loop, path
-        for a, b in zip(original, pictures):
-            assert np.array_equal(a[..., 3], b[..., 3]), path
+        check_decoded(path, data, (out / restored_name(path, case)).read_bytes(), case)
 
 
 def test_get_writes_an_animation_with_every_frame(compressed, expected, tmp_path):
