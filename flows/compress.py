@@ -16,7 +16,7 @@ from prefect import flow
 
 from flows.cluster import dask_client
 from flows.settings import Settings
-from tasks import defaults, plan, shards
+from tasks import defaults, plan, shards, warned
 from tasks.access import open_shard_set
 from tasks.commit import Committer, job_metrics, store_batches
 from tasks.errors import ConfigError
@@ -80,6 +80,7 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
         + ("" if accounted == counts["files"] else f" + {counts['files'] - accounted} MISSING"),
     ]
     report += [f"skipped: {e['path']} ({e['reason']})" for e in committer.manifest["skipped"]]
+    report += warned.summary(metrics["warned_files"], "each row's conversions list them, and the job log")
     if stats["report_url"]:
         report.append(f"report: {stats['report_url']}")
     return {"report": report, "problems": problems, "job": job_id, "totals": metrics, "model": resolved,

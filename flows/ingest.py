@@ -7,7 +7,7 @@ from prefect import flow
 
 from flows.cluster import dask_client
 from flows.settings import Settings
-from tasks import defaults, ingest
+from tasks import defaults, ingest, warned
 from tasks.errors import ConfigError
 from tasks.sources import Member, normalise_url
 
@@ -63,6 +63,10 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
     ]
     if counts["errors"]:
         report.append("rejected: " + ", ".join(f"{error} {n}" for error, n in counts["errors"].items()))
+    noisy = [row for row in probed if row["warnings"]]
+    for row in noisy:
+        warned.log(row["path"], row["warnings"])
+    report += warned.summary(len(noisy), "the catalog's warnings column lists them, and the job log")
     if counts["animated"]:
         report.append(f"animated (first frame used): {counts['animated']}")
     report.append(f"catalog: {catalog}")

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import compress as units
-from tasks import shards
+from tasks import shards, warned
 from tasks.fanout import submit_and_collect
 from tasks.plan import account, split_failed
 from tasks.stats import FIELDS, rate_summary
@@ -80,7 +80,7 @@ def store_batches(source_url: str, out: str, committer: Committer, model: dict, 
     job = committer.job["job"]
     pending = list(enumerate(committer.plan["batches"]))
     numbers = itertools.count(len(pending))  # shard names of split batches never repeat a number
-    stats = {"new_items": 0, "original_bytes": 0, "stored_bytes": 0, "coded_items": []}
+    stats = {"new_items": 0, "original_bytes": 0, "stored_bytes": 0, "coded_items": [], "warned_files": 0}
     uncommitted = {"original_bytes": 0, "stored_bytes": 0}
     problems: list[str] = []
     while pending:  # a round per split level; almost every job needs one
@@ -99,6 +99,9 @@ def store_batches(source_url: str, out: str, committer: Committer, model: dict, 
             committer.add(result)
             for item in result["items"]:
                 stats["new_items"] += 1
+                if item["warnings"]:
+                    stats["warned_files"] += 1
+                    warned.log(item["paths"][0], item["warnings"])
                 for key in ("original_bytes", "stored_bytes"):
                     value = item["original_bytes" if key == "original_bytes" else "compressed_bytes"]
                     stats[key] += value
@@ -129,6 +132,6 @@ def job_metrics(stats: dict, seconds: float) -> dict:
             "ratio": stats["original_bytes"] / stats["stored_bytes"] if stats["stored_bytes"] else 0.0,
             "bpp": rates["bpp"], "median_bpp": rates["median_bpp"], "median_psnr": rates["median_psnr"],
             "seconds": seconds,
-            "images_per_s": stats["new_items"] / seconds if seconds else 0.0,
+            "images_per_s": stats["new_items"] / seconds if seconds else 0.0, "warned_files": stats["warned_files"],
             **{k: v for k, v in stats["counts"].items() if k != "missing"}}
 

@@ -14,7 +14,7 @@ import uuid
 import zlib
 from typing import Any
 
-from tasks import defaults, frames, shards
+from tasks import defaults, frames, shards, warned
 from tasks.items import decode_png, encode_item
 
 # One codec per model folder per worker process: loading weights for every batch would dominate small shards.
@@ -96,21 +96,24 @@ def store_item(codec, item: dict, data: bytes, rate: dict[str, float]) -> dict[s
 
     Any failure of this one item (Pillow reading or seeking frames, the encoder, the decode-after-encode check,
     a row that would not serialise) makes it passthrough with the error's class and message as its reason.
+    Warnings raised meanwhile (Pillow's) are not printed: they end the row's ``conversions`` (tasks.warned).
     """
     if item["status"] == "rejected":
         row = _passthrough(data, item.get("format"), item.get("reason") or "rejected by ingest")
     else:
-        try:
-            row = encode_item(codec, data, rate)
-        except Exception as exc:  # per item, whatever the cause: the batch goes on
-            row = _passthrough(data, item.get("format"), f"not coded: {_one_line(exc)}")
+        with warned.collected() as notes:
+            try:
+                row = encode_item(codec, data, rate)
+            except Exception as exc:  # per item, whatever the cause: the batch goes on
+                row = _passthrough(data, item.get("format"), f"not coded: {_one_line(exc)}")
+        row = {**row, "conversions": row["conversions"] + notes}
     row = _identified(row, item, data)
     if row["kind"] != "passthrough":
         try:
             shards.check_serialisable(row)
         except Exception as exc:
-            row = _identified(_passthrough(data, item.get("format"), f"not stored coded: {_one_line(exc)}"),
-                              item, data)
+            fallback = _passthrough(data, item.get("format"), f"not stored coded: {_one_line(exc)}")
+            row = _identified({**fallback, "conversions": warned.of(row["conversions"])}, item, data)
     return row
 
 
@@ -163,7 +166,8 @@ def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: 
         shards.put_atomic(fs, f"{root}/{name}", data)
         entry.update(bytes=len(data), sha256=shards.sha256_hex(data))
     summary = [{k: row.get(k) for k in ("id", "paths", "kind", "original_bytes", "compressed_bytes", "width", "height",
-                                        "frames", "bpp", "psnr")} for row in rows]
+                                        "frames", "bpp", "psnr")} | {"warnings": warned.of(row["conversions"])}
+               for row in rows]
     return {"shard": entry if rows else None, "items": summary, "problems": problems, "skipped": skipped}
 
 

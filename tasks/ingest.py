@@ -9,7 +9,6 @@ import errno
 import hashlib
 import io
 import os
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from prefect import task
 
+from tasks import warned
 from tasks.fanout import submit_and_collect
 from tasks.shards import DiskFull
 from tasks.sources import DamagedArchive, Member, SourceError, open_source
@@ -45,6 +45,7 @@ CATALOG_SCHEMA = pa.schema([
     ("orientation", pa.int8()),
     ("error", pa.string()),
     ("reason", pa.string()),
+    ("warnings", pa.list_(pa.string())),  # raised while probing (tasks.warned); null when none, or catalogued before
 ])
 
 # Signatures of formats Pillow reads: a file that starts like one but will not open is damaged, not "not an image".
@@ -84,7 +85,14 @@ def _unidentified(data: bytes) -> tuple[str, str]:
 
 
 def probe_file(path: str, data: bytes, max_pixels: int) -> dict:
-    """Catalog row (status ``ok`` or ``rejected``) for one file's bytes; never raises for bad content."""
+    """Catalog row (status ``ok`` or ``rejected``) for one file's bytes; never raises for bad content.
+    The warnings Pillow raises meanwhile go in the row, not on the console."""
+    with warned.collected() as notes:
+        row = _probed(path, data, max_pixels)
+    return {**row, "warnings": notes or None}
+
+
+def _probed(path: str, data: bytes, max_pixels: int) -> dict:
     row = _row(path, len(data), id=hashlib.sha256(data).hexdigest())
     if not data:
         return {**row, "status": "rejected", "error": "not_image", "reason": "empty file"}
@@ -137,7 +145,6 @@ def probe_batch(url: str, members: list[tuple[str, int]], max_pixels: int, max_b
     # Pillow's own bomb guard reads this process-wide value (it fires at twice the value); align it with
     # the run's limit so that a limit above Pillow's default works. Every probe in a run uses the same value.
     Image.MAX_IMAGE_PIXELS = max_pixels
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     sizes = dict(members)
     rows = {}
     for path, data in open_source(url).read_many(sizes, max_bytes=max_bytes, errors="return"):

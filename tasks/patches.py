@@ -12,7 +12,6 @@ import io
 import json
 import os
 import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from prefect import task
 
+from tasks import warned
 from tasks.fanout import submit_and_collect
 from tasks.sources import SourceError, open_source
 
@@ -75,7 +75,6 @@ def extract_batch(url: str, items: list[tuple[str, str, str]], part: str, patche
     from sae_model import PATCH_SPEC, sample_patches
 
     Image.MAX_IMAGE_PIXELS = max_pixels  # the limit ingest checked; see tasks.ingest.probe_batch
-    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     by_path = {path: (image_id, split) for image_id, path, split in items}
     ids, splits, chunks, problems, empty = [], [], [], [], 0
     for path, data in open_source(url).read_many(by_path, errors="return"):
@@ -87,7 +86,8 @@ def extract_batch(url: str, items: list[tuple[str, str, str]], part: str, patche
             problems.append(f"{path}: content changed since ingest; run saepress ingest again")
             continue
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            # Not printed: ingest recorded this file's warnings in the catalog.
+            with warned.collected(), Image.open(io.BytesIO(data)) as image:
                 image.seek(0)  # animated images: the first frame, as catalogued
                 patches = sample_patches(image, patches_per_image, image_rng(seed, image_id))
         except Exception as exc:  # one bad image must not lose the batch; it is reported

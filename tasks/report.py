@@ -17,7 +17,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import compress as units
-from tasks import shards
+from tasks import shards, warned
 from tasks.access import open_shard_set
 from tasks.stats import finite, rate_summary
 
@@ -185,7 +185,8 @@ def _thumbnails(sharddir: str, worst: list[dict], source_url: str | None) -> str
             if data is None:
                 cells.append("<figure><figcaption>original: source not reachable</figcaption></figure>")
                 continue
-            with Image.open(io.BytesIO(data)) as opened:
+            # Warnings reading it again are not news: compress noted them in the item's row.
+            with warned.collected(), Image.open(io.BytesIO(data)) as opened:
                 image = ImageOps.exif_transpose(opened).convert("RGB")
             # Small images are enlarged (pixel-exact) so that their artefacts can be seen; large ones shrunk.
             scale = max(1, THUMBNAIL // max(image.size))

@@ -35,7 +35,8 @@ Version 1 files lack the last four columns and read as if they were null (still 
                                  their durations and the loop count, each frame naming its engine)
     frame_psnr         list<f64>? per-frame PSNR of a frame sequence
     conversions        list<str> what coding changed or dropped (orientation applied, 16-bit reduced, EXIF that
-                                 could not be kept, ...), one line each; empty when nothing was
+                                 could not be kept, ...), one line each; empty when nothing was; then the warnings
+                                 raised while the file was read or coded (``warning: ...``, tasks.warned)
     text               map<str,str>? text metadata the bitstream does not carry (PNG text chunks, XMP, comments),
                                  written back as PNG iTXt chunks
 

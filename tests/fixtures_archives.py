@@ -221,7 +221,8 @@ def expected_rows(cases: list[Case]) -> list[dict]:
         size = len(case.data) if case.kind == "file" or (case.kind == "symlink" and case.read) else 0
         row = {"id": digest, "path": case.path, "size": size, "status": case.status,
                "duplicate_of": duplicate_of, "format": None, "mode": None, "width": None, "height": None,
-               "frames": None, "animated": False, "orientation": None, "error": case.error}
+               "frames": None, "animated": False, "orientation": None, "error": case.error,
+               "warnings": None}
         row.update(case.info)
         rows.append(row)
     return rows
