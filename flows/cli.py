@@ -30,6 +30,8 @@ on a SQLite file under $SAEPRESS_HOME. Point at real servers with PREFECT_API_UR
 """
 
 EPILOG = """\
+console: progress and the final summary; -v/--verbose also shows the flow logs (Prefect's INFO lines, each
+file's warnings), which always go to $SAEPRESS_HOME/logs/COMMAND-TIME-PID.log (its path ends the summary).
 exit codes: 0 success, 1 finished with problems (listed), 2 usage or configuration error.
 Run `saepress COMMAND --help` for each command's options."""
 
@@ -51,12 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="saepress", description=DESCRIPTION, epilog=EPILOG, formatter_class=_formatter)
     parser.add_argument("--version", action="version", version=f"saepress {_version()}")
     parser.add_argument("--config", metavar="TOML", help="settings file (default: ./saepress.toml, or $SAEPRESS_CONFIG)")
+    verbose_help = "also show the flow logs on the console (they always go to the log file)"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     def command(name: str, summary: str, details: str, handler: Callable[[argparse.Namespace], int]):
         p = sub.add_parser(name, help=summary, description=f"{summary}\n\n{details}", formatter_class=_formatter)
         p.set_defaults(handler=handler)
+        # SUPPRESS: a -v given before the command (`saepress -v compress`) is not reset by the command default
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
         return p
 
     def dask_option(p: argparse.ArgumentParser) -> None:
@@ -211,16 +217,23 @@ def _existing_local(path: str, what: str) -> str:
     return path
 
 
-def _prefect() -> None:
-    """Start Prefect's temporary server (if no server is configured) guarded against this process being killed."""
+def _prefect(command: str) -> Path:
+    """Log the flows to a file, and start Prefect's temporary server (if no server is configured) guarded against
+    this process being killed; the log file's path."""
+    from flows.console import log_to_file
+    from flows.settings import Settings
     from flows.watchdog import guard_temporary_server
 
+    log = log_to_file(Settings.resolve().home / "logs", command)
     guard_temporary_server()
+    return log
 
 
-def _report(result: dict[str, Any]) -> int:
+def _report(result: dict[str, Any], log: Path | None = None) -> int:
     for line in result.get("report", []):
         print(line)
+    if log is not None:
+        print(f"log: {log}")
     problems = result.get("problems", [])
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
@@ -229,49 +242,49 @@ def _report(result: dict[str, Any]) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     source = _existing_local(args.source, "source")
-    _prefect()
+    log = _prefect(args.command)
     from flows.ingest import ingest_flow
 
     return _report(ingest_flow(source=source, out=args.out,
-                               max_pixels=args.max_pixels, dask_address=args.dask_address))
+                               max_pixels=args.max_pixels, dask_address=args.dask_address), log)
 
 
 def _extract(args: argparse.Namespace) -> int:
     _existing_local(os.path.join(args.workdir, "catalog.parquet"), "catalog (run `saepress ingest` first):")
-    _prefect()
+    log = _prefect(args.command)
     from flows.extract import extract_flow
 
     return _report(extract_flow(workdir=args.workdir, patches_per_image=args.patches_per_image,
-                                val_fraction=args.val_fraction, seed=args.seed, dask_address=args.dask_address))
+                                val_fraction=args.val_fraction, seed=args.seed, dask_address=args.dask_address), log)
 
 
 def _train(args: argparse.Namespace) -> int:
     _existing_local(os.path.join(args.workdir, "patches"), "patch dataset (run `saepress extract` first):")
-    _prefect()
+    log = _prefect(args.command)
     from flows.train import train_flow
 
     return _report(train_flow(workdir=args.workdir, steps=args.steps, seed=args.seed, model_name=args.model_name,
-                              promote=args.promote, resume=args.resume, start=args.start))
+                              promote=args.promote, resume=args.resume, start=args.start), log)
 
 
 def _compress(args: argparse.Namespace) -> int:
     source = _existing_local(args.source, "source")
-    _prefect()
+    log = _prefect(args.command)
     from flows.compress import compress_flow
 
     return _report(compress_flow(source=source, out=args.out, model=args.model,
                                  quality=args.quality, target_bpp=args.target_bpp, target_psnr=args.target_psnr,
                                  skip_rejected=args.skip_rejected, shard_max_items=args.shard_max_items,
-                                 shard_max_bytes=args.shard_max_mb * 2**20, dask_address=args.dask_address))
+                                 shard_max_bytes=args.shard_max_mb * 2**20, dask_address=args.dask_address), log)
 
 
 def _decompress(args: argparse.Namespace) -> int:
     sharddir = _existing_local(args.sharddir, "shard folder")
-    _prefect()
+    log = _prefect(args.command)
     from flows.compress import decompress_flow
 
     return _report(decompress_flow(sharddir=sharddir, out=args.out, max_pixels=args.max_pixels,
-                                   dask_address=args.dask_address))
+                                   dask_address=args.dask_address), log)
 
 
 def _get(args: argparse.Namespace) -> int:
@@ -303,9 +316,9 @@ def _run(args: argparse.Namespace) -> int:
     from flows.run import run_flow
 
     source = _existing_local(args.source, "source") if args.source else None
-    _prefect()
+    log = _prefect(args.command)
     return _report(run_flow(source=source, out=args.out, model=args.model, steps=args.steps, quality=args.quality,
-                            dask_address=args.dask_address, start=args.start))
+                            dask_address=args.dask_address, start=args.start), log)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -316,6 +329,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from flows.console import quiet
+
+    quiet(args.verbose)
     if args.config:
         os.environ["SAEPRESS_CONFIG"] = str(Path(args.config).resolve())
     from tasks.errors import ConfigError

@@ -80,7 +80,7 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
         + ("" if accounted == counts["files"] else f" + {counts['files'] - accounted} MISSING"),
     ]
     report += [f"skipped: {e['path']} ({e['reason']})" for e in committer.manifest["skipped"]]
-    report += warned.summary(metrics["warned_files"], "each row's conversions list them, and the job log")
+    report += warned.summary(metrics["warned_files"], "listed in each one's row (conversions) and in the log")
     if stats["report_url"]:
         report.append(f"report: {stats['report_url']}")
     return {"report": report, "problems": problems, "job": job_id, "totals": metrics, "model": resolved,

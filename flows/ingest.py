@@ -66,7 +66,7 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
     noisy = [row for row in probed if row["warnings"]]
     for row in noisy:
         warned.log(row["path"], row["warnings"])
-    report += warned.summary(len(noisy), "the catalog's warnings column lists them, and the job log")
+    report += warned.summary(len(noisy), "listed in the catalog's warnings column and in the log")
     if counts["animated"]:
         report.append(f"animated (first frame used): {counts['animated']}")
     report.append(f"catalog: {catalog}")

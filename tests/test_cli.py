@@ -70,3 +70,10 @@ def test_help_does_not_import_heavy_libraries():
 def test_parser_maps_rate_flags():
     args = build_parser().parse_args(["compress", "src", "--out", "dst", "--target-psnr", "38"])
     assert (args.quality, args.target_bpp, args.target_psnr) == (None, None, 38.0)
+
+
+@pytest.mark.parametrize("argv", [["-v", "compress", "s", "--out", "o"], ["compress", "s", "--out", "o", "-v"]])
+def test_verbose_is_accepted_before_or_after_the_command_and_documented(argv):
+    assert build_parser().parse_args(argv).verbose is True
+    assert build_parser().parse_args(["compress", "s", "--out", "o"]).verbose is False
+    assert "-v, --verbose" in saepress("compress", "--help").stdout

@@ -1,7 +1,9 @@
-"""What a person sees at the terminal during `saepress compress`: warnings counted, not printed."""
+"""What a person sees at the terminal: progress and the summary; warnings counted, not printed; flow logs in a file
+(and on the console with -v)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +43,12 @@ def compressed(tmp_path_factory, prefect_harness):
     return out, saepress("compress", str(folder), "--out", str(out))
 
 
+def log_of(result: subprocess.CompletedProcess) -> str:
+    found = re.search(r"^log: (.+)$", result.stdout, re.M)
+    assert found, result.stdout
+    return Path(found.group(1)).read_text()
+
+
 def test_a_pillow_warning_is_noted_in_the_items_row_and_counted_not_printed(compressed):
     out, result = compressed
     assert result.returncode == 0, result.stderr
@@ -52,3 +60,19 @@ def test_a_pillow_warning_is_noted_in_the_items_row_and_counted_not_printed(comp
     catalog = {row["path"]: row for row in pq.read_table(out / "catalog.parquet").to_pylist()}
     assert any(WARNING in note for note in catalog["warns.jpg"]["warnings"])
     assert catalog["plain.png"]["warnings"] is None
+
+
+def test_the_console_shows_no_flow_logs_and_the_log_file_has_them(compressed):
+    _, result = compressed
+    assert "| INFO" not in result.stderr and "INFO mlflow" not in result.stderr, result.stderr
+    log = log_of(result)
+    assert "Flow run" in log and "Finished in state Completed" in log
+    assert f"warns.jpg: warning: UserWarning: {WARNING}" in log
+
+
+def test_verbose_shows_the_flow_logs_on_the_console(compressed, tmp_path):
+    out, _ = compressed
+    result = saepress("ingest", str(out.parent / "src"), "--out", str(tmp_path), "-v")
+    assert result.returncode == 0, result.stderr
+    assert "| INFO" in result.stderr and "Finished in state Completed" in result.stderr
+    assert "Finished in state Completed" in log_of(result)
