@@ -18,7 +18,8 @@ def get_image(sharddir: str, image: str, out: str, max_pixels: int = defaults.IN
         return {"report": [], "problems": problems + [f"{image}: {exc}"]}
     out_fs, out_path = shards.open_dir(out)
     shards.put_atomic(out_fs, out_path, data)
-    what = "PNG (decoded)" if kind == "coded" else "original bytes"
+    what = {"coded": "PNG (decoded)", "lossless": "PNG (pixel-exact)",
+            "jpeg-exact": "original bytes (JPEG rebuilt byte for byte)"}.get(kind, "original bytes")
     return {"report": [f"{image} -> {out}: {len(data)} bytes, {what}, item {item}"], "problems": problems}
 
 

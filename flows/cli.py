@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import defaults
+from tasks.exact import FIDELITIES
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -119,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "SOURCE is anything `ingest` accepts, or a WORKDIR that already has catalog.parquet. The model\n"
                 "is --model (a models:/ URI or a local folder), else the registered champion, else the default\n"
                 "model shipped with saepress; it is copied into SHARDDIR/models/ so the shards decode without the\n"
-                "registry. Files that are not images are stored verbatim unless --skip-rejected.", _compress)
+                "registry. Files that are not images are stored verbatim unless --skip-rejected.\n"
+                "--fidelity picks what comes back: lossy (default) codes every image with the model;\n"
+                "jpeg-exact also gives every JPEG back byte for byte (recompressed by JPEG XL's lossless\n"
+                "transcoding, ~10-20%% smaller); lossless gives JPEGs back byte for byte and every other image\n"
+                "pixel for pixel (all channels, palettes, 16-bit samples; as PNG). A file that cannot come back\n"
+                "exactly at the chosen level is stored verbatim, with the reason.", _compress)
     p.add_argument("source", metavar="SOURCE")
     p.add_argument("--out", required=True, metavar="SHARDDIR", help="output folder or fsspec URL")
     p.add_argument("--model", metavar="URI_OR_PATH",
@@ -130,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--target-bpp", type=float, metavar="B", help="search the quality per image for B bits/pixel")
     rate.add_argument("--target-psnr", type=float, metavar="P", help="search the quality per image for P dB")
     p.add_argument("--skip-rejected", action="store_true", help="list files that are not images instead of storing them")
+    p.add_argument("--fidelity", choices=FIDELITIES, default=defaults.FIDELITY,
+                   help="lossy, jpeg-exact or lossless (default: %(default)s)")
     p.add_argument("--shard-max-items", type=int, default=defaults.SHARDS.max_items, metavar="N",
                    help="default: %(default)s")
     p.add_argument("--shard-max-mb", type=int, default=defaults.SHARDS.max_bytes // 2**20, metavar="MB",
@@ -274,7 +282,8 @@ def _compress(args: argparse.Namespace) -> int:
 
     return _report(compress_flow(source=source, out=args.out, model=args.model,
                                  quality=args.quality, target_bpp=args.target_bpp, target_psnr=args.target_psnr,
-                                 skip_rejected=args.skip_rejected, shard_max_items=args.shard_max_items,
+                                 skip_rejected=args.skip_rejected, fidelity=args.fidelity,
+                                 shard_max_items=args.shard_max_items,
                                  shard_max_bytes=args.shard_max_mb * 2**20, dask_address=args.dask_address), log)
 
 

@@ -20,6 +20,7 @@ from tasks import defaults, plan, shards, warned
 from tasks.access import open_shard_set
 from tasks.commit import Committer, job_metrics, store_batches
 from tasks.errors import ConfigError
+from tasks.exact import check_fidelity
 from tasks.lineage import log_lineage
 from tasks.model import resolve_model
 from tasks.report import write_task as write_report
@@ -38,13 +39,18 @@ def _rate(quality: float | None, target_bpp: float | None, target_psnr: float | 
 def compress_flow(source: str, out: str, model: str | None = None, quality: float | None = None,
                   target_bpp: float | None = None, target_psnr: float | None = None, skip_rejected: bool = False,
                   shard_max_items: int = defaults.SHARDS.max_items, shard_max_bytes: int = defaults.SHARDS.max_bytes,
-                  dask_address: str | None = None) -> dict[str, Any]:
+                  dask_address: str | None = None, fidelity: str = defaults.FIDELITY) -> dict[str, Any]:
     settings = Settings.resolve(dask_address=dask_address).prepare()
     rate = _rate(quality, target_bpp, target_psnr)
+    try:
+        fidelity = check_fidelity(fidelity)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if shard_max_items < 1 or shard_max_bytes < 1:
         raise ConfigError("shard limits must be positive")
     started, job_id = time.time(), time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    parameters = {"source": source, "out": out, "model": model, **rate, "skip_rejected": skip_rejected,
+    parameters = {"source": source, "out": out, "model": model, **rate, "fidelity": fidelity,
+                  "skip_rejected": skip_rejected,
                   "shard_max_items": shard_max_items, "shard_max_bytes": shard_max_bytes}
     try:
         with shards.lock(out, job_id):
@@ -63,7 +69,7 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
     counts = stats["counts"]
     elapsed = metrics["seconds"]
     problems = list(stats["problems"])
-    accounted = counts["coded"] + counts["passthrough"] + counts["skipped"] + counts["duplicate"]
+    accounted = shards.accounted(counts)
     if accounted != counts["files"]:
         problems.append(f"{counts['files'] - accounted} catalogued file(s) not stored, e.g. {counts['missing'][:5]}; "
                         "run compress again")
@@ -75,10 +81,14 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
         f"{metrics['images_per_s']:.1f} images/s",
         f"coded by this job: {metrics['new_coded']} image(s) at {metrics['bpp']:.3f} bpp (all coded bits / all coded "
         f"pixels); median image {metrics['median_bpp']:.3f} bpp, {metrics['median_psnr']:.2f} dB PSNR",
-        f"catalog: {counts['files']} files = {counts['coded']} coded + {counts['passthrough']} passthrough + "
-        f"{counts['skipped']} skipped + {counts['duplicate']} duplicate"
+        f"catalog: {counts['files']} files = "
+        + " + ".join(f"{counts[kind]} {kind}" for kind in shards.KINDS if counts[kind] or kind in ("coded", "passthrough"))
+        + f" + {counts['skipped']} skipped + {counts['duplicate']} duplicate"
         + ("" if accounted == counts["files"] else f" + {counts['files'] - accounted} MISSING"),
     ]
+    report += [f"{kind}: {entry['items']} item(s) this job, {_mb(entry['original_bytes'])} -> "
+               f"{_mb(entry['stored_bytes'])}, saved {_saved(entry)}"
+               for kind, entry in sorted(metrics["kinds"].items())]
     report += [f"skipped: {e['path']} ({e['reason']})" for e in committer.manifest["skipped"]]
     report += warned.summary(metrics["warned_files"], "listed in each one's row (conversions) and in the log")
     if stats["report_url"]:
@@ -118,7 +128,7 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
            "model_fingerprint": resolved["fingerprint"]}
     committer = Committer(out, manifest, job, resolved, catalog, batches, index)
     with dask_client(settings):
-        stats = store_batches(source_url, out, committer, resolved, rate)
+        stats = store_batches(source_url, out, committer, resolved, rate, parameters["fidelity"])
     stats["problems"] = problems + stats["problems"]
     job["finished"] = shards.now()
     metrics = job_metrics(stats, time.time() - started)
@@ -143,6 +153,11 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
 
 def _mb(size: int) -> str:
     return f"{size / 2**20:.2f} MB"
+
+
+def _saved(entry: dict) -> str:
+    original = entry["original_bytes"]
+    return f"{100 * (original - entry['stored_bytes']) / original:.1f}%" if original else "nothing"
 
 
 @flow(name="saepress-decompress")

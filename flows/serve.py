@@ -34,6 +34,7 @@ from typing import Any
 from flows.settings import Settings
 from tasks.defaults import SERVE_PORT
 from tasks.errors import ConfigError
+from tasks.exact import check_fidelity
 
 # Flow key in saepress.toml -> (module, function). Imported only when a schedule names it.
 FLOWS = {
@@ -118,6 +119,11 @@ def check_parameters(schedule: Schedule, flow_fn: Any) -> None:
                if p.default is inspect.Parameter.empty and p.name not in schedule.parameters]
     if missing:
         raise ConfigError(f"{where}: parameters must set {missing} for the {schedule.flow} flow")
+    if "fidelity" in schedule.parameters:
+        try:
+            check_fidelity(schedule.parameters["fidelity"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_flow(key: str) -> Any:

@@ -44,7 +44,8 @@ import numpy as np
 from PIL import Image
 
 from . import pngfile
-from .errors import CorruptStreamError, NotExactError
+from .codec import DEFAULT_MAX_PIXELS
+from .errors import CorruptStreamError, ImageTooLargeError, NotExactError
 
 MAGIC = b"SXL\x01"
 ENGINE = "jpegxl-lossless"
@@ -261,7 +262,7 @@ def _unpack_chunks(blob: bytes) -> list:
     return pngfile.chunks(pngfile.SIGNATURE + blob + pngfile.chunk(b"IEND", b""))[:-1] if blob else []
 
 
-def read_item(item: bytes, max_pixels: int | None = None) -> tuple[dict, dict]:
+def read_item(item: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[dict, dict]:
     """The header and the sections of a stored item (``CorruptStreamError`` when it is not well formed)."""
     if not item.startswith(MAGIC) or len(item) < 8:
         raise CorruptStreamError("not a lossless item (bad magic)")
@@ -277,12 +278,13 @@ def read_item(item: bytes, max_pixels: int | None = None) -> tuple[dict, dict]:
         raise CorruptStreamError(f"lossless item header is malformed ({e})") from None
     if pos != len(item) or "pixels" not in sections:
         raise CorruptStreamError("lossless item is truncated or has trailing bytes")
-    if max_pixels is not None and width * height > max_pixels:
-        raise CorruptStreamError(f"lossless item claims {width}x{height} pixels, over the limit of {max_pixels}")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(f"lossless item claims {width}x{height} pixels, over the limit of {max_pixels}; "
+                                 "raise max_pixels if the image is real")
     return head, sections
 
 
-def decode(item: bytes, max_pixels: int | None = None) -> Pixels:
+def decode(item: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Pixels:
     """The exact pixels of a stored item, checked against its stored hash."""
     head, sections = read_item(item, max_pixels)
     try:
@@ -305,7 +307,7 @@ def stored_sha256(item: bytes) -> str:
     return read_item(item)[0]["sha256"]
 
 
-def rebuild(item: bytes, max_pixels: int | None = None) -> bytes:
+def rebuild(item: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """The PNG file of a stored item (PNG holds every mode above, 16-bit RGB and RGBA included)."""
     px = decode(item, max_pixels)
     return pngfile.write(px.samples, px.bits, MODE_COLOUR_TYPE[px.mode], px.before, px.after)

@@ -79,8 +79,8 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
                      f"({model.get('uri')}) in {model['path']}: {problem}"
                      for problem in units.model_problems(fs, f"{root}/{model['path']}", fingerprint)]
     totals = manifest["totals"]
-    if totals and sum(totals[k] for k in ("coded", "passthrough", "duplicate", "skipped")) != totals["files"]:
-        problems.append(f"missing: the last job stored {totals['coded'] + totals['passthrough']} item(s), "
+    if totals and shards.accounted(totals) != totals["files"]:
+        problems.append(f"missing: the last job stored {sum(totals.get(k, 0) for k in shards.KINDS)} item(s), "
                         f"{totals['duplicate']} duplicate(s) and skipped {totals['skipped']} of {totals['files']} "
                         "catalogued files; run compress again")
     for entry in manifest["index"]:

@@ -30,6 +30,7 @@ class Committer:
             "uri": model["uri"], "version": model["version"], "path": f"models/{model['fingerprint']}"}
         self.pending_shards: list[dict] = []
         self.pending_index: list[dict] = list(plan["duplicates"])
+        self.pending_kinds: dict[str, dict[str, int]] = {}
         self.commits = 0
         self.last_commit = time.monotonic()
 
@@ -39,6 +40,7 @@ class Committer:
         if result["shard"] is None:
             return
         self.pending_shards.append(result["shard"])
+        add_kinds(self.pending_kinds, result["items"])
         for item in result["items"]:
             self.pending_index += [{"path": path, "id": item["id"], "shard": result["shard"]["name"],
                                     "kind": item["kind"]} for path in item["paths"]]
@@ -59,7 +61,11 @@ class Committer:
         manifest["shards"] += self.pending_shards
         manifest["skipped"] = self.plan["skipped"]
         counts = account(self.catalog, self.index, self.plan["skipped"])
-        manifest["totals"] = {**{k: v for k, v in counts.items() if k != "missing"},
+        kinds = {kind: dict(entry) for kind, entry in manifest["totals"].get("kinds", {}).items()}
+        for kind, entry in self.pending_kinds.items():
+            for key, value in entry.items():
+                kinds.setdefault(kind, dict.fromkeys(entry, 0))[key] += value
+        manifest["totals"] = {**{k: v for k, v in counts.items() if k != "missing"}, "kinds": kinds,
                               "items": sum(s["rows"] for s in manifest["shards"]),
                               "original_bytes": manifest["totals"].get("original_bytes", 0) + totals["original_bytes"],
                               "stored_bytes": manifest["totals"].get("stored_bytes", 0) + totals["stored_bytes"]}
@@ -68,23 +74,35 @@ class Committer:
         # Byte totals accumulate per commit, so the next commit adds only what arrived after this one.
         totals["original_bytes"] = totals["stored_bytes"] = 0
         self.manifest = committed
-        self.pending_shards, self.pending_index = [], []
+        self.pending_shards, self.pending_index, self.pending_kinds = [], [], {}
         self.commits += 1
         self.last_commit = time.monotonic()
         return counts
 
 
+def add_kinds(kinds: dict[str, dict[str, int]], items: list[dict]) -> None:
+    """Count stored items and their bytes per kind: {kind: {items, original_bytes, stored_bytes}}."""
+    for item in items:
+        entry = kinds.setdefault(item["kind"], {"items": 0, "original_bytes": 0, "stored_bytes": 0})
+        entry["items"] += 1
+        entry["original_bytes"] += item["original_bytes"]
+        entry["stored_bytes"] += item["compressed_bytes"]
+
+
 @task(cache_policy=NO_CACHE)
-def store_batches(source_url: str, out: str, committer: Committer, model: dict, rate: dict[str, float]) -> dict:
+def store_batches(source_url: str, out: str, committer: Committer, model: dict, rate: dict[str, float],
+                  fidelity: str) -> dict:
     """Compress every planned batch on Dask, committing as they finish; return this job's statistics."""
     job = committer.job["job"]
     pending = list(enumerate(committer.plan["batches"]))
     numbers = itertools.count(len(pending))  # shard names of split batches never repeat a number
-    stats = {"new_items": 0, "original_bytes": 0, "stored_bytes": 0, "coded_items": [], "warned_files": 0}
+    stats = {"new_items": 0, "original_bytes": 0, "stored_bytes": 0, "coded_items": [], "warned_files": 0,
+             "kinds": {}}
     uncommitted = {"original_bytes": 0, "stored_bytes": 0}
     problems: list[str] = []
     while pending:  # a round per split level; almost every job needs one
-        calls = [(source_url, out, job, n, items, model["fingerprint"], model["uri"], rate) for n, items in pending]
+        calls = [(source_url, out, job, n, items, model["fingerprint"], model["uri"], rate, fidelity)
+                 for n, items in pending]
         keys = [f"compress-{job}-{n}" for n, _ in pending]
         failed = []
         for i, result in submit_and_collect(units.compress_batch, calls, "compress", keys=keys, errors="return"):
@@ -97,6 +115,7 @@ def store_batches(source_url: str, out: str, committer: Committer, model: dict, 
                 continue
             problems += result["problems"]
             committer.add(result)
+            add_kinds(stats["kinds"], result["items"])
             for item in result["items"]:
                 stats["new_items"] += 1
                 if item["warnings"]:
@@ -133,5 +152,6 @@ def job_metrics(stats: dict, seconds: float) -> dict:
             "bpp": rates["bpp"], "median_bpp": rates["median_bpp"], "median_psnr": rates["median_psnr"],
             "seconds": seconds,
             "images_per_s": stats["new_items"] / seconds if seconds else 0.0, "warned_files": stats["warned_files"],
+            "kinds": stats["kinds"],
             **{k: v for k, v in stats["counts"].items() if k != "missing"}}
 

@@ -14,7 +14,7 @@ import uuid
 import zlib
 from typing import Any
 
-from tasks import defaults, frames, shards, warned
+from tasks import defaults, exact, frames, shards, warned
 from tasks.items import decode_png, encode_item
 
 # One codec per model folder per worker process: loading weights for every batch would dominate small shards.
@@ -91,19 +91,25 @@ def _passthrough(data: bytes, fmt: str | None, reason: str) -> dict[str, Any]:
     return {"kind": "passthrough", "data": data, "format": fmt, "reason": reason, "conversions": []}
 
 
-def store_item(codec, item: dict, data: bytes, rate: dict[str, float]) -> dict[str, Any]:
-    """The shard row of one file: coded, or its verbatim bytes with the reason; never raises for the file's sake.
+def store_item(codec, item: dict, data: bytes, rate: dict[str, float], fidelity: str) -> dict[str, Any]:
+    """The shard row of one file: coded, stored exactly, or its verbatim bytes with the reason; never raises for
+    the file's sake.
 
-    Any failure of this one item (Pillow reading or seeking frames, the encoder, the decode-after-encode check,
-    a row that would not serialise) makes it passthrough with the error's class and message as its reason.
-    Warnings raised meanwhile (Pillow's) are not printed: they end the row's ``conversions`` (tasks.warned).
+    ``fidelity`` (tasks/exact.py) sends JPEGs (jpeg-exact) or every image (lossless) to the exact engines instead
+    of the codec; what they cannot hold exactly they return verbatim, never coded lossily. Any failure of this one
+    item (Pillow reading or seeking frames, an encoder, the decode-after-encode check, a row that would not
+    serialise) makes it passthrough with the error's class and message as its reason. Warnings raised meanwhile
+    (Pillow's) are not printed: they end the row's ``conversions`` (tasks.warned).
     """
     if item["status"] == "rejected":
         row = _passthrough(data, item.get("format"), item.get("reason") or "rejected by ingest")
     else:
         with warned.collected() as notes:
             try:
-                row = encode_item(codec, data, rate)
+                if exact.wants_exact(fidelity, item.get("format")):
+                    row = exact.encode_exact(data, item.get("format"), fidelity)
+                else:
+                    row = encode_item(codec, data, rate)
             except Exception as exc:  # per item, whatever the cause: the batch goes on
                 row = _passthrough(data, item.get("format"), f"not coded: {_one_line(exc)}")
         row = {**row, "conversions": row["conversions"] + notes}
@@ -123,7 +129,7 @@ def _identified(row: dict, item: dict, data: bytes) -> dict:
 
 
 def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: list[dict], fingerprint: str,
-                   model_uri: str, rate: dict[str, float]) -> dict:
+                   model_uri: str, rate: dict[str, float], fidelity: str) -> dict:
     """Store ``items`` (dicts: id, paths, status, format, reason) as one new shard; return its entry and rows.
 
     Every item read is stored: coded, or verbatim (passthrough) with its reason (store_item). An item that cannot
@@ -149,7 +155,7 @@ def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: 
         elif hashlib.sha256(data).hexdigest() != item["id"]:
             skip(item, "content changed since it was catalogued; run ingest again")
         else:
-            rows.append(store_item(codec, item, data, rate))
+            rows.append(store_item(codec, item, data, rate, fidelity))
     for item in by_path.values():
         skip(item, "not found in the source; not stored, the next compress tries again")
     name = f"shards/{job}-{batch:05d}-{uuid.uuid4().hex[:8]}.parquet"
@@ -175,7 +181,9 @@ def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: 
 
 def check_row(row: dict) -> None:
     """Raise ItemError when a row's payload is not what was written: CRC, the content hash of passthrough bytes,
-    and for coded rows every bitstream header (one per frame) parsing and naming the row's model. No decoding."""
+    for coded rows every bitstream header (one per frame) parsing and naming the row's model, for lossless rows
+    the item header parsing and holding the row's ``exact_sha256``. No decoding (exact rows are checked against
+    ``exact_sha256`` when rebuilt)."""
     from sae_model import CodecError, read_header
 
     if zlib.crc32(row["data"]) != row["crc32"]:
@@ -183,6 +191,16 @@ def check_row(row: dict) -> None:
     if row["kind"] == "passthrough":
         if hashlib.sha256(row["data"]).hexdigest() != row["id"]:
             raise ItemError(f"item {row['id'][:12]} is corrupt (content hash mismatch)")
+        return
+    if row["kind"] in exact.EXACT_KINDS:
+        if row["kind"] == "lossless":
+            from sae_model import lossless
+
+            try:
+                if lossless.stored_sha256(row["data"]) != row["exact_sha256"]:
+                    raise ItemError(f"item {row['id'][:12]}: lossless header's sha256 differs from the row's")
+            except CodecError as exc:
+                raise ItemError(f"item {row['id'][:12]}: bad lossless item header ({exc})") from None
         return
     try:
         streams = ([f.payload for f in frames.unpack(row["data"]).frames] if frames.is_container(row["data"])
@@ -207,21 +225,25 @@ def restore(sharddir: str, row: dict, max_pixels: int = defaults.INGEST.max_pixe
     if row["kind"] == "passthrough":
         return row["data"]
     try:
+        if row["kind"] in exact.EXACT_KINDS:
+            return exact.rebuild(row, max_pixels)
         return decode_png(row, lambda fingerprint: load_codec(sharddir, fingerprint), max_pixels)
     except ItemError:
         raise
     except CodecError as exc:
-        raise ItemError(f"item {row['id'][:12]} cannot be decoded ({type(exc).__name__}: {exc})") from None
+        how = "does not rebuild exactly" if row["kind"] in exact.EXACT_KINDS else "cannot be decoded"
+        raise ItemError(f"item {row['id'][:12]} {how} ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # whatever breaks one item's rebuild, the others are still restored
         raise ItemError(f"item {row['id'][:12]} cannot be rebuilt ({_one_line(exc)})") from None
 
 
 def output_name(path: str, kind: str) -> str:
-    """Where a stored item goes under the output folder: coded images get ``.png`` appended unless they end in it.
+    """Where a stored item goes under the output folder: coded and lossless images (PNGs) get ``.png`` appended
+    unless they end in it; passthrough and jpeg-exact items are the original files, at their own path.
 
     ``photo.jpg`` -> ``photo.jpg.png`` (no clash with a ``photo.png`` beside it), ``scan.png`` -> ``scan.png``.
     """
-    if kind == "coded" and not path.lower().endswith(".png"):
+    if kind in ("coded", "lossless") and not path.lower().endswith(".png"):
         return f"{path}.png"
     return path
 

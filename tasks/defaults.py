@@ -44,5 +44,6 @@ WARM_BELOW_ROWS = 2048
 MIN_VAL_IMAGES = 8
 MIN_VAL_PIXELS = 8 * 128 * 128
 MODEL_NAME = "saepress-codec"      # registered model name of `train` and of compress's champion lookup
+FIDELITY = "lossy"                  # compress --fidelity: lossy, jpeg-exact or lossless (tasks/exact.py)
 QUALITY = 50.0                      # compress quality when no --quality, --target-bpp or --target-psnr is given
 SERVE_PORT = 4200                   # port of the local Prefect server `saepress serve` starts

@@ -20,19 +20,18 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from PIL import Image
-
-from sae_model import jpeg_exact, lossless
-from sae_model.errors import NotExactError
+# Pillow and sae_model (torch with it) are imported where items are coded: the command line reads FIDELITIES.
+from tasks.defaults import FIDELITY
 
 FIDELITIES = ("lossy", "jpeg-exact", "lossless")
-DEFAULT_FIDELITY = "lossy"
 EXACT_KINDS = ("jpeg-exact", "lossless")
+# Pillow's names for JPEG files; MPO is a camera JPEG with more pictures after the first (kept as trailing data).
+JPEG_FORMATS = ("JPEG", "MPO")
 
 
 def check_fidelity(value: str | None) -> str:
     """The fidelity level named by ``value`` (None: the default); ValueError says which names exist."""
-    value = DEFAULT_FIDELITY if value is None else str(value).strip().lower()
+    value = FIDELITY if value is None else str(value).strip().lower()
     if value not in FIDELITIES:
         raise ValueError(f"unknown fidelity {value!r}: use one of {', '.join(FIDELITIES)}")
     return value
@@ -40,34 +39,44 @@ def check_fidelity(value: str | None) -> str:
 
 def wants_exact(fidelity: str, fmt: str | None) -> bool:
     """Whether an item of format ``fmt`` is stored by the exact engines (else by the lossy codec)."""
-    return fidelity == "lossless" or (fidelity == "jpeg-exact" and fmt == "JPEG")
+    return fidelity == "lossless" or (fidelity == "jpeg-exact" and fmt in JPEG_FORMATS)
 
 
-def encode_exact(data: bytes, fmt: str | None, fidelity: str,
-                 config: lossless.LosslessConfig = lossless.LosslessConfig()) -> dict[str, Any]:
+def encode_exact(data: bytes, fmt: str | None, fidelity: str, config=None) -> dict[str, Any]:
     """The shard row (less ids and sizes) for one file stored exactly, or verbatim with the reason why not.
-    ``reason`` of a lossless row lists what the rebuilt file will not carry (e.g. TIFF tags), if anything."""
+    ``reason`` of a lossless row lists what the rebuilt file will not carry (e.g. TIFF tags), if anything;
+    ``config``: a ``sae_model.lossless.LosslessConfig`` (None: its defaults)."""
+    from PIL import Image
+
+    from sae_model import jpeg_exact, lossless
+    from sae_model.errors import NotExactError
+
     try:
-        if fmt == "JPEG":
+        if fmt in JPEG_FORMATS:
             stored, digest, kind = jpeg_exact.recompress(data), jpeg_exact.exact_sha256(data), "jpeg-exact"
             notes = None
             with Image.open(io.BytesIO(data)) as im:
                 (width, height), mode = im.size, im.mode
         else:
-            stored, digest, px = lossless.encode(data, config)
+            stored, digest, px = lossless.encode(data, config or lossless.LosslessConfig())
             kind, width, height, mode = "lossless", px.width, px.height, px.mode
             notes = "; ".join(px.notes) or None
     except NotExactError as exc:
-        return {"kind": "passthrough", "data": data, "format": fmt, "reason": f"kept verbatim ({fidelity}): {exc}"}
+        return {"kind": "passthrough", "data": data, "format": fmt, "reason": f"kept verbatim ({fidelity}): {exc}",
+                "conversions": []}
     return {"kind": kind, "width": width, "height": height, "mode": mode, "format": fmt, "data": stored,
-            "bpp": 8 * len(stored) / (width * height), "exact_sha256": digest, "reason": notes}
+            "bpp": 8 * len(stored) / (width * height), "exact_sha256": digest, "reason": notes, "conversions": []}
 
 
-def rebuild(row: dict, max_pixels: int | None = None) -> bytes:
-    """The file of an exact row (the JPEG, or a PNG of the pixels), checked against its ``exact_sha256``."""
-    from sae_model.errors import CorruptStreamError
+def rebuild(row: dict, max_pixels: int) -> bytes:
+    """The file of an exact row (the JPEG, or a PNG of the pixels), checked against its ``exact_sha256``;
+    a CodecError says why not. Both are refused above ``max_pixels`` before anything is decoded."""
+    from sae_model import jpeg_exact, lossless
+    from sae_model.errors import CorruptStreamError, ImageTooLargeError
 
     if row["kind"] == "jpeg-exact":
+        if (row["width"] or 0) * (row["height"] or 0) > max_pixels:
+            raise ImageTooLargeError(f"JPEG of {row['width']}x{row['height']} pixels is over the decode limit")
         data = jpeg_exact.rebuild(row["data"])
         if jpeg_exact.exact_sha256(data) != row["exact_sha256"]:
             raise CorruptStreamError("rebuilt JPEG differs from the original (sha256 mismatch)")

@@ -121,8 +121,9 @@ def split_failed(items: list[dict], error: BaseException) -> list[list[dict]]:
 
 
 def account(catalog: list[dict], index: dict[str, tuple[str, str, str]], skipped: list[dict]) -> dict:
-    """Where every catalog file ended up: coded + passthrough + skipped + duplicate must equal the catalog."""
-    counts = {"files": len(catalog), "coded": 0, "passthrough": 0, "duplicate": 0, "skipped": 0}
+    """Where every catalog file ended up: the stored kinds (shards.KINDS) + skipped + duplicate must equal the
+    catalog (shards.accounted)."""
+    counts = {"files": len(catalog), **dict.fromkeys(shards.KINDS, 0), "duplicate": 0, "skipped": 0}
     skipped_paths = {entry["path"] for entry in skipped}
     seen: set[str] = set()
     missing = []

@@ -11,14 +11,17 @@ A SHARDDIR (a local folder or any fsspec URL such as ``s3://bucket/archive``) ho
     .lock                               present while a job writes (owner pid, start time, host, job, token)
     .lock.takeover                      present for a moment while a job replaces a stale lock
 
-Shard file (``SHARD_SCHEMA_VERSION`` 2): Parquet, one row per stored item, rows sorted by ``id`` in small row groups
+Shard file (``SHARD_SCHEMA_VERSION`` 3): Parquet, one row per stored item, rows sorted by ``id`` in small row groups
 so that a reader can fetch one item through the row-group statistics without reading the rest of the payload.
-Version 1 files lack the last four columns and read as if they were null (still images, nothing noted).
+Version 1 files lack ``frames`` .. ``text``, versions 1 and 2 lack ``exact_sha256`` (and the exact kinds); missing
+columns read as if they were null (still images, nothing noted).
 
     id                 string    sha256 hex of the original file's bytes (the image id)
     paths              list<str> every original path (relative to the source root) known when the item was stored
-    kind               string    "coded" (data is a codec bitstream, or a frame container for frames > 1) or
-                                 "passthrough" (data is the file verbatim)
+    kind               string    "coded" (data is a codec bitstream, or a frame container for frames > 1),
+                                 "passthrough" (data is the file verbatim), "jpeg-exact" (data: JPEG XL transcoding
+                                 that rebuilds the JPEG byte for byte, sae_model/jpeg_exact.py) or "lossless"
+                                 (data: pixel-exact item, sae_model/lossless.py)
     width, height      int32?    pixels of the stored image (after EXIF orientation was applied); null for passthrough
     mode               string?   Pillow mode of the original image; null for passthrough
     format             string?   Pillow format of the original (JPEG, PNG, ...); null when not an image
@@ -29,7 +32,8 @@ Version 1 files lack the last four columns and read as if they were null (still 
     bpp                float64?  8 * compressed_bytes / (width * height * frames) for coded rows
     psnr               float64?  dB, measured by decoding right after encoding (verify-on-write); the worst frame's
     model_fingerprint  string?   the model that coded the row (a folder under models/)
-    reason             string?   for passthrough: why the file was not coded
+    reason             string?   for passthrough: why the file was not coded; for lossless: what the rebuilt
+                                 file does not carry (e.g. TIFF tags), if anything
     frames             int32?    coded rows: 1 for a still image (data is a bitstream), N > 1 for an animation or a
                                  multi-frame file (data is a frame container, tasks/frames.py: N full frames with
                                  their durations and the loop count, each frame naming its engine)
@@ -39,6 +43,8 @@ Version 1 files lack the last four columns and read as if they were null (still 
                                  raised while the file was read or coded (``warning: ...``, tasks.warned)
     text               map<str,str>? text metadata the bitstream does not carry (PNG text chunks, XMP, comments),
                                  written back as PNG iTXt chunks
+    exact_sha256       string?   jpeg-exact: sha256 of the rebuilt JPEG (= id); lossless: sae_model.lossless's
+                                 pixel hash (mode, size, bit depth, palette, samples); checked on every restore
 
 Shard key-value metadata: ``saepress.shard_schema_version``, ``saepress.bitstream_format_version`` (empty when no
 row is coded), ``saepress.model_fingerprint``, ``saepress.model_uri``, ``saepress.created`` (UTC ISO 8601) and
@@ -58,7 +64,9 @@ Readers take the highest generation, so a crash leaves either the old or the new
     index:    [{name, rows, bytes, sha256}]
     skipped:  [{path, id, reason}]                  files left out with --skip-rejected
     jobs:     [{job, started, finished, parameters, totals, mlflow_run_id}]
-    totals:   {files, items, coded, passthrough, duplicate, skipped, original_bytes, stored_bytes}
+    totals:   {files, items, coded, passthrough, jpeg-exact, lossless, duplicate, skipped, original_bytes,
+               stored_bytes, kinds: {kind: {items, original_bytes, stored_bytes}}}   (counts per kind: paths;
+               kinds: stored items of every job so far)
 
 Only files listed in the current manifest are part of the shard set; anything else under shards/ or index/ is left
 over from an interrupted job and is deleted by the next job that holds the lock.
@@ -86,7 +94,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SHARD_SCHEMA_VERSION = "2"
+SHARD_SCHEMA_VERSION = "3"
+# Every kind of stored item; accounting counts the catalog's files per kind (plus duplicate and skipped).
+KINDS = ("coded", "passthrough", "jpeg-exact", "lossless")
 MANIFEST_VERSION = 1
 LOCK_NAME = ".lock"
 TAKEOVER_SUFFIX = ".takeover"
@@ -121,8 +131,14 @@ SHARD_SCHEMA = pa.schema([
     ("frame_psnr", pa.list_(pa.float64())),
     ("conversions", pa.list_(pa.string())),
     ("text", pa.map_(pa.string(), pa.string())),
+    ("exact_sha256", pa.string()),
 ])
 INDEX_SCHEMA = pa.schema([("path", pa.string()), ("id", pa.string()), ("shard", pa.string()), ("kind", pa.string())])
+
+
+def accounted(counts: dict) -> int:
+    """The catalog files a count (or manifest totals) found a place for: stored as any kind, duplicate or skipped."""
+    return sum(counts.get(kind, 0) for kind in KINDS) + counts["skipped"] + counts["duplicate"]
 
 
 class ShardDirError(Exception):

@@ -51,7 +51,8 @@ def batch(tmp_path):
 def test_an_item_that_breaks_the_encoder_is_stored_verbatim_and_the_rest_coded(batch, error, monkeypatch):
     codec, src, sharddir, items = batch
     monkeypatch.setitem(units._CODECS, units.model_dir(str(sharddir), codec.fingerprint), Failing(codec, 41, error))
-    result = units.compress_batch(str(src), str(sharddir), "job", 0, items, codec.fingerprint, "test", {"quality": 50})
+    result = units.compress_batch(str(src), str(sharddir), "job", 0, items, codec.fingerprint, "test", {"quality": 50},
+                                  "lossy")
     kinds = {item["paths"][0]: item["kind"] for item in result["items"]}
     assert kinds == {"img0.png": "coded", "img1.png": "passthrough", "img2.png": "coded", "img3.png": "coded"}
     fs, root = shards.open_dir(str(sharddir))
@@ -66,7 +67,8 @@ def test_unreadable_and_changed_items_are_skipped_with_a_reason_and_the_rest_sto
     monkeypatch.setitem(units._CODECS, units.model_dir(str(sharddir), codec.fingerprint), codec)
     (src / "img1.png").unlink()
     (src / "img2.png").write_bytes(b"changed")
-    result = units.compress_batch(str(src), str(sharddir), "job", 0, items, codec.fingerprint, "test", {"quality": 50})
+    result = units.compress_batch(str(src), str(sharddir), "job", 0, items, codec.fingerprint, "test", {"quality": 50},
+                                  "lossy")
     assert sorted(item["paths"][0] for item in result["items"]) == ["img0.png", "img3.png"]
     skipped = {entry["path"]: entry["reason"] for entry in result["skipped"]}
     assert set(skipped) == {"img1.png", "img2.png"} and "run ingest again" in skipped["img2.png"]
@@ -80,7 +82,8 @@ def test_unreadable_and_changed_items_are_skipped_with_a_reason_and_the_rest_sto
 def test_a_row_that_cannot_be_rebuilt_fails_alone(batch, monkeypatch):
     codec, src, sharddir, items = batch
     monkeypatch.setitem(units._CODECS, units.model_dir(str(sharddir), codec.fingerprint), codec)
-    result = units.compress_batch(str(src), str(sharddir), "job", 0, items, codec.fingerprint, "test", {"quality": 50})
+    result = units.compress_batch(str(src), str(sharddir), "job", 0, items, codec.fingerprint, "test", {"quality": 50},
+                                  "lossy")
     fs, root = shards.open_dir(str(sharddir))
     table = shards.read_shard(fs, f"{root}/{result['shard']['name']}").to_pylist()
     broken = dict(table[0], text=[("Title", "\ud800")])  # text that cannot be written as UTF-8

@@ -99,3 +99,14 @@ def test_server_command_is_a_loopback_prefect_server():
     assert serve.server_command("127.0.0.1", 4321) == [
         "prefect", "server", "start", "--host", "127.0.0.1", "--port", "4321"]
     assert not serve.server_healthy(serve.api_url("127.0.0.1", 9), timeout=0.5)
+
+
+def test_a_schedules_fidelity_is_checked_before_anything_runs():
+    from flows.compress import compress_flow
+
+    def schedule(**parameters):
+        return serve.Schedule("nightly", "compress", None, 60.0, None, parameters)
+
+    serve.check_parameters(schedule(source="a", out="b", fidelity="lossless"), compress_flow.fn)
+    with pytest.raises(ConfigError, match=r"nightly\].*unknown fidelity 'exact': use one of lossy, jpeg-exact"):
+        serve.check_parameters(schedule(source="a", out="b", fidelity="exact"), compress_flow.fn)
