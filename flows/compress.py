@@ -82,7 +82,7 @@ def compress_flow(source: str, out: str, model: str | None = None, quality: floa
         f"coded by this job: {metrics['new_coded']} image(s) at {metrics['bpp']:.3f} bpp (all coded bits / all coded "
         f"pixels); median image {metrics['median_bpp']:.3f} bpp, {metrics['median_psnr']:.2f} dB PSNR",
         f"catalog: {counts['files']} files = "
-        + " + ".join(f"{counts[kind]} {kind}" for kind in shards.KINDS if counts[kind] or kind in ("coded", "passthrough"))
+        + " + ".join(f"{counts[kind]} {kind}" for kind in shards.shown_kinds(counts))
         + f" + {counts['skipped']} skipped + {counts['duplicate']} duplicate"
         + ("" if accounted == counts["files"] else f" + {counts['files'] - accounted} MISSING"),
     ]

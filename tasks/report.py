@@ -47,9 +47,11 @@ def build(sharddir: str, source_url: str | None = None) -> bytes:
     reasons = Counter(item["reason"] or "" for item in items if item["kind"] == "passthrough")
     skipped = Counter(entry["reason"] or "" for entry in manifest["skipped"])
     job = manifest["jobs"][-1] if manifest["jobs"] else {}
-    counts = [("files", totals.get("files", 0)), ("coded", totals.get("coded", 0)),
-              ("passthrough", totals.get("passthrough", 0)), ("duplicate", totals.get("duplicate", 0)),
-              ("skipped", totals.get("skipped", 0))]
+    counts = [("files", totals.get("files", 0)),
+              *((kind, totals.get(kind, 0)) for kind in shards.shown_kinds(totals)),
+              ("duplicate", totals.get("duplicate", 0)), ("skipped", totals.get("skipped", 0))]
+    per_kind = [(kind, f"{entry['items']:,} item(s), {entry['original_bytes']:,} -> {entry['stored_bytes']:,} bytes",
+                 f"bytes_{kind}") for kind, entry in sorted(totals.get("kinds", {}).items())]
     numbers = [("original bytes", f"{totals.get('original_bytes', 0):,}", "original_bytes"),
                ("stored bytes", f"{totals.get('stored_bytes', 0):,}", "stored_bytes"),
                ("bytes saved", f"{saved:,}", "bytes_saved"),
@@ -65,6 +67,8 @@ def build(sharddir: str, source_url: str | None = None) -> bytes:
              + (f", last job {_e(job['job'])}" if job else "") + "</p>",
              "<h2>Where every file went</h2>", _table([(name, f"{value:,}", name) for name, value in counts]),
              "<h2>Bytes and rate</h2>", _table(numbers)]
+    if per_kind:
+        parts += ["<h2>Stored items and bytes per kind (every job)</h2>", _table(per_kind)]
     if reasons:
         parts += ["<h2>Stored verbatim (passthrough), by reason</h2>",
                   _table([(reason or "(none)", f"{n:,}", None) for reason, n in reasons.most_common()])]

@@ -136,6 +136,11 @@ SHARD_SCHEMA = pa.schema([
 INDEX_SCHEMA = pa.schema([("path", pa.string()), ("id", pa.string()), ("shard", pa.string()), ("kind", pa.string())])
 
 
+def shown_kinds(counts: dict) -> list[str]:
+    """The stored kinds a summary lists: coded and passthrough always, the exact kinds when some item is one."""
+    return [kind for kind in KINDS if counts.get(kind) or kind in ("coded", "passthrough")]
+
+
 def accounted(counts: dict) -> int:
     """The catalog files a count (or manifest totals) found a place for: stored as any kind, duplicate or skipped."""
     return sum(counts.get(kind, 0) for kind in KINDS) + counts["skipped"] + counts["duplicate"]

@@ -1,7 +1,8 @@
 """The fidelity levels end to end: a mixed archive through compress -> verify -> decompress / get.
 
-jpeg-exact and lossless give every JPEG back byte for byte and (lossless) every other image pixel for pixel at
-its mode and bit depth; verify --decode catches a changed byte in any stored item.
+lossy codes every image (animations as every frame); jpeg-exact and lossless give every JPEG back byte for byte
+and (lossless) every other image pixel for pixel at its mode and bit depth; verify catches a changed byte in any
+stored item (CRC, content hash, or, with --decode, the exactness hash).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fixtures_exact import exact_cases
-from PIL import Image
+from PIL import Image, ImageOps
 
 from sae_model import lossless
 
@@ -30,6 +31,8 @@ def _format(data: bytes) -> str:
 
 def expected_kind(fidelity: str, name: str) -> str:
     case = CASES[name]
+    if fidelity == "lossy":
+        return "coded"
     if fidelity == "jpeg-exact":
         if _format(case.data) != "JPEG":
             return "coded"
@@ -80,9 +83,10 @@ def compress_at(archive, tmp_path_factory, prefect_harness):
 
 LEVELS = ["jpeg-exact", "lossless"]
 EXACT_ITEMS = [(f, n) for f in LEVELS for n in CASES if expected_kind(f, n) in ("jpeg-exact", "lossless")]
+VERBATIM_ITEMS = [(f, n) for f in LEVELS for n in CASES if expected_kind(f, n) == "passthrough"]
 
 
-@pytest.mark.parametrize("fidelity", LEVELS)
+@pytest.mark.parametrize("fidelity", ["lossy", *LEVELS])
 def test_every_file_is_stored_as_its_fidelity_level_says(compress_at, fidelity):
     out, result = compress_at(fidelity)
     assert result["problems"] == []
@@ -111,9 +115,13 @@ def test_manifest_and_report_count_each_kind_and_the_bytes_it_saved(compress_at,
     line = next(line for line in result["report"] if line.startswith("catalog: "))
     assert f"{kinds.count('jpeg-exact')} jpeg-exact" in line and f"{kinds.count('passthrough')} passthrough" in line
     assert any(line.startswith("jpeg-exact: ") and "saved" in line for line in result["report"])
+    page = (out / "report.html").read_text()
+    for kind in ("jpeg-exact", "lossless", "passthrough"):
+        if kinds.count(kind):
+            assert f"id='{kind}'>{kinds.count(kind)}<" in page and f"id='bytes_{kind}'>" in page, kind
 
 
-@pytest.mark.parametrize("fidelity", LEVELS)
+@pytest.mark.parametrize("fidelity", ["lossy", *LEVELS])
 def test_decompress_gives_jpegs_back_byte_for_byte_and_images_pixel_for_pixel(compress_at, fidelity, tmp_path):
     from flows.compress import decompress_flow
 
@@ -130,6 +138,11 @@ def test_decompress_gives_jpegs_back_byte_for_byte_and_images_pixel_for_pixel(co
             source = lossless.read_pixels(case.data)
             assert (back.mode, back.bits, back.palette) == (source.mode, source.bits, source.palette), name
             assert back.samples.dtype == source.samples.dtype and np.array_equal(back.samples, source.samples), name
+        else:  # lossy: a PNG of the upright size, every frame of an animation
+            with Image.open(io.BytesIO(case.data)) as source, \
+                    Image.open(restored / (name if name.endswith(".png") else f"{name}.png")) as back:
+                assert back.format == "PNG" and back.size == ImageOps.exif_transpose(source).size, name
+                assert getattr(back, "n_frames", 1) == getattr(source, "n_frames", 1), name
 
 
 @pytest.mark.parametrize("fidelity, name", [("jpeg-exact", "photo_progressive.jpg"), ("lossless", "photo_baseline.jpg"),
@@ -205,6 +218,21 @@ def test_verify_catches_a_flipped_byte_in_any_exact_item(compress_at, fidelity, 
     _rewrite_row(copy, name, lambda _: swapped)   # CRC and shard hash made consistent: only exactness can tell
     problems = verify(str(copy), decode=True)["problems"]
     assert any(item in p and "sha256" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("fidelity, name", VERBATIM_ITEMS)
+def test_verify_catches_a_flipped_byte_in_any_verbatim_item(compress_at, fidelity, name, tmp_path):
+    import shutil
+
+    from flows.access import verify
+
+    out, _ = compress_at(fidelity)
+    item = rows(out)[name]["id"][:12]
+    for fix_crc, says in ((False, "CRC"), (True, "content hash")):
+        copy = tmp_path / f"set-{fix_crc}"
+        shutil.copytree(out, copy)
+        _rewrite_row(copy, name, lambda d: bytes([d[0] ^ 1]) + d[1:], fix_crc=fix_crc)
+        assert any(item in p and says in p for p in verify(str(copy))["problems"]), (fix_crc, name)
 
 
 def test_an_unknown_fidelity_is_a_config_error(archive, tmp_path, prefect_harness):
