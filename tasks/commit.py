@@ -105,7 +105,9 @@ def store_batches(source_url: str, out: str, committer: Committer, model: dict, 
                  for n, items in pending]
         keys = [f"compress-{job}-{n}" for n, _ in pending]
         failed = []
-        for i, result in submit_and_collect(units.compress_batch, calls, "compress", keys=keys, errors="return"):
+        sizes = [(len(items), sum(item["size"] for item in items)) for _, items in pending]
+        for i, result in submit_and_collect(units.compress_batch, calls, "compress", sizes, keys=keys,
+                                            errors="return"):
             if isinstance(result, shards.DiskFull):  # splitting cannot help: say it once
                 full = f"{result}: free space and run compress again (what is committed stays)"
                 problems += [] if full in problems else [full]

@@ -130,7 +130,7 @@ def _identified(row: dict, item: dict, data: bytes) -> dict:
 
 def compress_batch(source_url: str, sharddir: str, job: str, batch: int, items: list[dict], fingerprint: str,
                    model_uri: str, rate: dict[str, float], fidelity: str) -> dict:
-    """Store ``items`` (dicts: id, paths, status, format, reason) as one new shard; return its entry and rows.
+    """Store ``items`` (dicts: id, paths, status, format, reason, size) as one new shard; return its entry and rows.
 
     Every item read is stored: coded, or verbatim (passthrough) with its reason (store_item). An item that cannot
     be read any more, or whose bytes no longer match its id, comes back in ``skipped`` (with its reason, so the job's

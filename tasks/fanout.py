@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from tasks.progress import progress
+from tasks.progress import meter
 
 # Calls in flight per worker thread: enough to keep every worker busy while the driver reads a result.
 IN_FLIGHT_PER_THREAD = 2
@@ -17,9 +17,12 @@ MIN_IN_FLIGHT = 8
 
 
 def submit_and_collect(fn: Callable[..., Any], calls: Sequence[tuple], description: str,
-                       keys: Sequence[str] | None = None, errors: str = "raise",
-                       retries: int = 2) -> Iterator[tuple[int, Any]]:
+                       sizes: Sequence[tuple[int, int]], unit: str = "images", keys: Sequence[str] | None = None,
+                       errors: str = "raise", retries: int = 2) -> Iterator[tuple[int, Any]]:
     """Run ``fn(*calls[i])`` on the flow's Dask client; yield ``(i, result)`` in completion order.
+
+    ``sizes[i]`` is ``(units, bytes)`` of call i (bytes 0 when not known): the progress bar counts those ``unit``
+    (images, files) and bytes as calls finish, with the rate and the time left.
 
     ``errors="raise"`` re-raises the first call that failed every retry; ``errors="return"`` yields its exception
     as the result, so one failed call never stops the others. ``keys`` names the Dask tasks (one per call).
@@ -40,17 +43,19 @@ def submit_and_collect(fn: Callable[..., Any], calls: Sequence[tuple], descripti
 
     waiting = iter(range(len(calls)))
     running = distributed.as_completed([submit(i) for _, i in zip(range(window), waiting)])
-    for future in progress(running, total=len(calls), description=description):
-        i = index_of.pop(future.key)
-        try:
-            result = future.result()
-        except Exception as exc:
-            if errors == "raise":
-                raise
-            result = exc
-        finally:
-            future.release()
-        following = next(waiting, None)
-        if following is not None:
-            running.add(submit(following))
-        yield i, result
+    with meter(description, sum(n for n, _ in sizes), sum(size for _, size in sizes), unit) as bar:
+        for future in running:
+            i = index_of.pop(future.key)
+            try:
+                result = future.result()
+            except Exception as exc:
+                if errors == "raise":
+                    raise
+                result = exc
+            finally:
+                future.release()
+            bar.advance(*sizes[i])
+            following = next(waiting, None)
+            if following is not None:
+                running.add(submit(following))
+            yield i, result

@@ -288,8 +288,10 @@ def list_source(url: str) -> dict:
 @task(name="probe-files", retries=1, retry_delay_seconds=5)
 def probe_files(url: str, members: list[tuple[str, int]], max_pixels: int, max_bytes: int) -> list[dict]:
     rows: dict[str, dict] = {}
-    calls = [(url, batch, max_pixels, max_bytes) for batch in make_batches(members)]
-    for _, batch_rows in submit_and_collect(probe_batch, calls, description="probing"):
+    batches = make_batches(members)
+    calls = [(url, batch, max_pixels, max_bytes) for batch in batches]
+    sizes = [(len(batch), sum(size for _, size in batch)) for batch in batches]
+    for _, batch_rows in submit_and_collect(probe_batch, calls, "ingest", sizes, unit="files"):
         for row in batch_rows:
             rows[row["path"]] = row
     return [rows[path] for path, _ in members]

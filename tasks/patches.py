@@ -118,7 +118,8 @@ def extract_patches(url: str, batches: list[list[tuple[str, str, str]]], patch_d
     calls = [(url, batch, os.path.join(patch_dir, f"part-{index:05d}.parquet"), patches_per_image, seed, metadata,
               max_pixels) for index, batch in enumerate(batches)]
     results: list[dict | None] = [None] * len(batches)
-    for index, result in submit_and_collect(extract_batch, calls, description="extracting"):
+    sizes = [(len(batch), 0) for batch in batches]  # bytes: not in the batches, and not what extract spends time on
+    for index, result in submit_and_collect(extract_batch, calls, "extract", sizes):
         results[index] = result
     return results
 

@@ -101,7 +101,7 @@ def plan_job(catalog: list[dict], index: dict[str, tuple[str, str, str]], skip_r
             batches.append([])
             batch_bytes = 0
         batches[-1].append({"id": item_id, "paths": paths, "status": first["status"], "format": first.get("format"),
-                            "reason": first.get("reason")})
+                            "reason": first.get("reason"), "size": first["size"] or 0})
         batch_bytes += first["size"] or 0
     return {"batches": batches, "duplicates": duplicates, "skipped": skipped}
 

@@ -24,8 +24,12 @@ def restore_files(sharddir: str, manifest: dict, targets: dict[str, dict[str, li
     entries = {entry["name"]: entry for entry in manifest["shards"]}
     calls = [(sharddir, shard, items, out, entries.get(shard), max_pixels) for shard, items in targets.items()]
     keys = [f"decompress-{shard}" for shard in targets]
+    # Files to write, and the stored bytes each shard call reads.
+    sizes = [(sum(len(paths) for paths in items.values()), (entries.get(shard) or {}).get("bytes", 0))
+             for shard, items in targets.items()]
     written, size, problems, renamed = 0, 0, [], {}
-    for n, result in submit_and_collect(units.decompress_shard, calls, "decompress", keys=keys, errors="return"):
+    for n, result in submit_and_collect(units.decompress_shard, calls, "decompress", sizes, unit="files",
+                                            keys=keys, errors="return"):
         if isinstance(result, Exception):
             problems.append(f"{keys[n]} failed ({type(result).__name__}: {result})")
             continue
