@@ -4,7 +4,7 @@ All integers are little-endian. A stream is::
 
     offset size  field
     0      4     magic b"SAEP"
-    4      1     format version (2; 1 for streams written before the compiled coder)
+    4      1     format version (3; 2 before prediction and restoration, 1 before the compiled coder)
     5      32    model fingerprint: sha256 of the model's weights file
     37     4     width  (u32, 1..MAX_SIDE)
     41     4     height (u32, 1..MAX_SIDE)
@@ -27,9 +27,10 @@ All integers are little-endian. A stream is::
 
 Every length is checked against the real stream length before anything is allocated, and
 width*height is capped by MAX_PIXELS (Codec.decode's max_pixels caps it lower). The alpha section is the alpha plane, each row
-left-differenced mod 256, zlib-compressed. The payload is the tiles (tile x tile pixels,
-raster order; tile_rects), each a u32 byte count followed by that many bytes; what those bytes
-hold is the format version's: sae_model/formats/v<N>.py.
+left-differenced mod 256, zlib-compressed. The payload holds the tiles (tile x tile pixels,
+raster order; tile_rects), each a u32 byte count followed by that many bytes (v3 puts its
+prediction tools and restoration section before them); what those bytes hold is the format
+version's: sae_model/formats/v<N>.py.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import numpy as np
 from .errors import CorruptStreamError, UnsupportedVersionError
 
 MAGIC = b"SAEP"
-FORMAT_VERSION = 2  # written; every version up to it is read (formats.DECODERS)
+FORMAT_VERSION = 3  # written; every version up to it is read (formats.DECODERS)
 READABLE_VERSIONS = tuple(range(1, FORMAT_VERSION + 1))
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28

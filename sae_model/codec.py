@@ -122,13 +122,14 @@ class Codec:
 
     def _encode(self, prep: imageio.Prepared, quality: int, settings: EncoderSettings) -> bytes:
         h, w, nc = prep.pixels.shape
-        sub = settings.subsampled(nc, quality)
-        tiles = encoder.analyse(self.arrays, prep.pixels, quality, settings)
-        payload = formats.WRITER.encode_payload(self.models, tiles)
+        step16 = encoder.quality_to_step16(quality)
+        sub = settings.subsampled(nc, step16)
         header = bitstream.Header(bitstream.FORMAT_VERSION, self.fingerprint, w, h, prep.mode,
                                   prep.source_mode, prep.flags | (bitstream.FLAG_SUBSAMPLED if sub else 0),
-                                  quality, encoder.quality_to_step16(quality), settings.chroma_ratio64,
+                                  quality, step16, settings.chroma_ratio64,
                                   settings.dc_ratio64, settings.bias256, settings.tile)
+        tiles = encoder.analyse(self.arrays, prep.pixels, quality, settings)
+        payload = formats.WRITER.encode_payload(self, header, tiles, settings)
         alpha = bitstream.encode_alpha(prep.alpha) if prep.alpha is not None else b""
         return bitstream.write(header, prep.exif, prep.icc, alpha, payload)
 

@@ -1,8 +1,9 @@
 """Encoder analysis: settings, colour planes, the member choice and quantisation of each block.
 
 None of this is in the stream: the decoder reads every parameter it needs from the header.
-analyse() turns an image into planes.PlaneLevels tile by tile; a format's coder writes them
-(formats/v2.py), or blockcoder.SymbolCounter counts them (table fitting, pretrained.py).
+analyse() turns an image into planes.PlaneLevels tile by tile: each block minus the prediction
+of the written format (formats/v3.py) is what gets quantised; the format's coder writes them,
+or blockcoder.SymbolCounter counts them (table fitting, pretrained.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from . import imageio
+from .formats import v3
 from .planes import (BANDS, DC_SCALE, NPOS, NPRIOR, N_ACTIVITY, B, ModelArrays, PlaneLevels,
                      chroma_step16, dc_origin, prior_buckets)
 from .tables import ALPHABET, ESC
@@ -25,14 +27,17 @@ SEARCH_ROUNDING = 0.45  # deadzone quantiser standing in for RDO levels while ch
 @dataclass(frozen=True)
 class EncoderSettings:
     rounding: float = 0.5        # candidate level q = floor(|c|/step + rounding); RDO may lower it by one
-    lam: float = 0.07            # rate-distortion multiplier in step**2 per bit (member and levels)
+    lam: float = 0.045           # rate-distortion multiplier in step**2 per bit (levels, member, filters)
     rdoq: bool = True            # rate-distortion choice of levels and of each block's end of block
     chroma_ratio64: int = 40     # chroma step = 40/64 = 0.625 luma step
     dc_ratio64: int = 6          # block-mean step = 6/64 step = 0.75 step / 8 (finer than AC)
     bias256: int = 0             # reconstruction bias toward zero, 1/256 of a step
-    subsample: bool | None = None  # 4:2:0 chroma; None: below subsample_below
-    subsample_below: int = 56    # 4:2:0 pays below this quality; above, it caps PSNR
+    subsample: bool | None = None  # 4:2:0 chroma; None: from subsample_step16 on
+    subsample_step16: int = 112  # 4:2:0 pays at luma steps >= 7 samples; finer, it caps PSNR
     members: tuple[int, ...] | None = None  # the mixture members the search may pick (None: all)
+    smooth: bool = True          # v3 DC-smooth prediction (off only for comparisons)
+    cfl: bool = True             # v3 chroma-from-luma prediction (off only for comparisons)
+    restoration: bool = True     # v3 restoration filter (off only for comparisons)
     tile: int = 1024             # tile side in pixels
 
     def __post_init__(self):
@@ -43,8 +48,8 @@ class EncoderSettings:
         if self.members is not None:
             object.__setattr__(self, "members", tuple(int(k) for k in self.members))
 
-    def subsampled(self, channels: int, quality: int) -> bool:
-        return channels == 3 and (quality < self.subsample_below if self.subsample is None else self.subsample)
+    def subsampled(self, channels: int, step16: int) -> bool:
+        return channels == 3 and (step16 >= self.subsample_step16 if self.subsample is None else self.subsample)
 
 
 def quality_to_step16(quality: int) -> int:
@@ -57,18 +62,29 @@ def analyse(arrays: ModelArrays, pixels: np.ndarray, quality: int,
     """Per tile (raster order) the levels of each plane; pixels (H, W, 1 or 3) uint8."""
     h, w, nc = pixels.shape
     step16 = quality_to_step16(quality)
-    sub = settings.subsampled(nc, quality)
-    T = settings.tile
+    sub = settings.subsampled(nc, step16)
+    T, dcr64 = settings.tile, settings.dc_ratio64
+    tools = v3.tools(settings.smooth, settings.cfl)
     for y0 in range(0, h, T):
         for x0 in range(0, w, T):
-            tile = []
+            tile, luma = [], None
             for pc, plane, s16 in colour_planes(pixels[y0:y0 + T, x0:x0 + T], sub, step16,
                                                 settings.chroma_ratio64):
-                members, Q, dcq = analyse_plane(plane, arrays, pc, s16, settings)
-                tile.append(PlaneLevels(pc, plane.shape[0] // B, plane.shape[1] // B,
-                                        prior_buckets(arrays.sigma16, s16), members, Q, dcq,
-                                        dc_origin(s16, settings.dc_ratio64)))
+                hb, wb = plane.shape[0] // B, plane.shape[1] // B
+                dcq = quantised_means(plane, s16, dcr64)
+                pred = v3.prediction(tools, dcq, hb, wb, s16, dcr64, luma, sub)
+                members, Q = analyse_plane(plane - pred / 4096.0, arrays, pc, s16, settings)
+                if pc == 0 and nc == 3:  # chroma is predicted from the luma the decoder will see
+                    luma = v3.reconstruct(tools, arrays.basis_t, s16, dcr64, settings.bias256, hb, wb, members, Q, dcq)
+                tile.append(PlaneLevels(pc, hb, wb, prior_buckets(arrays.sigma16, s16), members, Q, dcq,
+                                        dc_origin(s16, dcr64), plane))
             yield tile
+
+
+def quantised_means(X: np.ndarray, step16: int, dcr64: int) -> np.ndarray:
+    hb, wb = X.shape[0] // B, X.shape[1] // B
+    mean = X.reshape(hb, B, wb, B).mean((1, 3)).ravel()
+    return np.rint(mean * float(DC_SCALE) / (step16 * dcr64)).astype(np.int64)
 
 
 def colour_planes(px: np.ndarray, sub: bool, step16: int, chroma_ratio64: int):
@@ -96,17 +112,13 @@ def rate_proxy(ac: np.ndarray) -> np.ndarray:
 
 
 def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, settings: EncoderSettings):
-    """Choose a member per block by rate-distortion cost and quantise.
-
-    Returns members, Q (nb, 63) and the quantised block means.
-    """
+    """Choose a member per block by rate-distortion cost and quantise the blocks' AC (their
+    means are quantised on their own: quantised_means). Returns members and Q (nb, 63)."""
     rounding, lam, rdoq = settings.rounding, settings.lam, settings.rdoq
     H, W = X.shape
     hb, wb = H // B, W // B
     blocks = X.reshape(hb, B, wb, B).transpose(0, 2, 1, 3).reshape(hb * wb, B * B)
-    mean = blocks.mean(1)
-    dcq = np.rint(mean * float(DC_SCALE) / (step16 * settings.dc_ratio64)).astype(np.int64)
-    xc = (blocks - mean[:, None]).astype(np.float32)
+    xc = (blocks - blocks.mean(1)[:, None]).astype(np.float32)
     inv_step = np.float32(16.0 / step16)
     bias = np.float32(settings.bias256 / 256.0)
     # bits of level |q| at position j of member k: flat[offset[k, j] + min(|q|, ESC)]
@@ -156,7 +168,7 @@ def analyse_plane(X: np.ndarray, m: ModelArrays, pc: int, step16: int, settings:
         if rdoq:
             q = _truncate(q, r, e, np.abs(c) * inv_step, lam, mbits[i])
         Qbest[sel] = (np.sign(c) * q).astype(np.int64)
-    return members, Qbest, dcq
+    return members, Qbest
 
 
 @njit(cache=True)

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 # kernels and the modules whose constants numba freezes into them (paths relative to sae_model/)
-KERNEL_SOURCES = ("rangecoder.py", "blockcoder.py", "postfilter.py", "encoder.py", "planes.py", "tables.py")
+KERNEL_SOURCES = ("rangecoder.py", "blockcoder.py", "postfilter.py", "encoder.py", "planes.py", "tables.py",
+                  "predict.py", "restore.py")
 
 
 def kernels_digest() -> str:

@@ -64,6 +64,7 @@ class PlaneLevels:
     Q: np.ndarray           # (hb*wb, 63) int64
     dcq: np.ndarray         # (hb*wb,) int64
     origin: int             # DC prediction of the first block (dc_origin)
+    source: np.ndarray | None = None  # the source plane (samples): the v3 restoration filter's target
 
 
 def chroma_step16(step16: int, chroma_ratio64: int) -> int:

@@ -3,7 +3,7 @@
 The container (header, metadata, alpha, tile framing, CRC) is bitstream.py, shared by every
 version; a format module says what the payload's tiles hold: decode_pixels(codec, header,
 payload) yields (y0, x0, tile pixels (th, tw, 1 or 3) uint8) tile by tile, and for the version written now also
-encode_payload(models, tiles) -> payload bytes. A new version: a new module, an entry in
+encode_payload(codec, header, tiles, settings) -> payload bytes. A new version: a new module, an entry in
 DECODERS, and bitstream.FORMAT_VERSION raised (tests/golden/make_golden.py then writes its
 golden streams).
 """
@@ -11,9 +11,9 @@ golden streams).
 from __future__ import annotations
 
 from .. import bitstream
-from . import v1, v2
+from . import v1, v2, v3
 
-DECODERS = {1: v1, 2: v2}
+DECODERS = {1: v1, 2: v2, 3: v3}
 WRITER = DECODERS[bitstream.FORMAT_VERSION]
 
 

@@ -1,4 +1,5 @@
-"""Format v2 payload (written now): what a tile's bytes hold and how they become pixels.
+"""Format v2 payload (read only; written before v3 added prediction and restoration): what a
+tile's bytes hold and how they become pixels.
 
 Each tile's payload bytes (bitstream.py frames them, raster order) are the output of
 rangecoder.py's byte-oriented range coder for the symbols blockcoder.py lays out: per plane
@@ -17,11 +18,6 @@ import numpy as np
 
 from .. import bitstream, blockcoder, postfilter
 from ..planes import dc_origin, prior_buckets, tile_planes
-
-
-def encode_payload(models: blockcoder.Models, tiles) -> bytes:
-    """tiles: per tile (raster order) its planes' levels (encoder.analyse)."""
-    return bitstream.pack_tiles([blockcoder.encode_tile(models, planes) for planes in tiles])
 
 
 def decode_tiles(codec, hd: bitstream.Header, payload: bytes):
