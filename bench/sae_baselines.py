@@ -150,7 +150,7 @@ class SAECodec:
         return self._models[key]
 
     def encode(self, image, quality: int = 50, settings: EncoderSettings = EncoderSettings()) -> bytes:
-        """The mixture's settings: rounding, chroma_ratio64, dc_ratio64 and subsample_below apply;
+        """The mixture's settings: rounding, chroma_ratio64, dc_ratio64 and subsampling apply;
         `lam` (member choice) and `rdoq` (RD levels) have no counterpart here."""
         rounding, chroma_ratio64, dc_ratio64 = settings.rounding, settings.chroma_ratio64, settings.dc_ratio64
         px = np.asarray(image.convert("RGB"))
@@ -159,7 +159,7 @@ class SAECodec:
         enc = constriction.stream.queue.RangeEncoder()
         dc_models = self.dc_models.fresh()
         dc_st, dc_buf = rc.new_encoder(), np.empty(64 + 16 * px.shape[0] * px.shape[1] // 64 * 3, np.uint8)
-        for pc, plane, s16 in colour_planes(px, quality < settings.subsample_below, step16, chroma_ratio64):
+        for pc, plane, s16 in colour_planes(px, settings.subsampled(3, step16), step16, chroma_ratio64):
             bl = _blocks(plane)
             mean = bl.mean(1)
             dcq = np.rint(mean * float(planes.DC_SCALE) / (s16 * dc_ratio64)).astype(np.int64)
@@ -190,7 +190,7 @@ class SAECodec:
         dc_buf = np.frombuffer(data[start + n_ac:], np.uint8).copy()
         dc_st, dc_models = rc.new_decoder(dc_buf), self.dc_models.fresh()
         step16 = quality_to_step16(quality)
-        sub = quality < EncoderSettings.subsample_below  # the header does not carry it
+        sub = EncoderSettings().subsampled(3, step16)  # the header does not carry it
         m = 16 if sub else 8
         H, W = h + (-h % m), w + (-w % m)
         cstep = planes.chroma_step16(step16, cr64)

@@ -12,7 +12,7 @@ REFERENCES = ("jpeg", "webp", "jpeg2000", "avif")
 # Quality settings per codec that span the same PSNR range (BD-rate compares over the overlap), shared by
 # `saepress evaluate`, bench/rd.py and the training flow's validation.
 QUALITIES = {
-    "saepress": (8, 16, 24, 32, 40, 46, 52, 55),  # the 4:2:0 range
+    "saepress": (10, 20, 35, 50, 70, 85, 90, 95),  # 0.1 to ~2.5 bpp: the 4:2:0 range
     "jpeg": (10, 20, 30, 45, 60, 75, 85, 92),
     "webp": (10, 20, 35, 50, 65, 80, 90, 95),
     "jpeg2000": (5, 15, 25, 35, 45, 55, 65, 75),

@@ -27,6 +27,8 @@ from .errors import CorruptStreamError
 
 SHIFT = 7            # weights in 1/128
 MAX_W = 127
+MIN_SAMPLES = 64     # fitted samples per weight before a class's filter may be used
+RIDGE = 1e-3         # of the mean feature energy: keeps nearly collinear taps from blowing up
 B = 8
 LIMIT = 1 << 15      # coarse samples are clipped to +-LIMIT/16 samples: sums stay below 2**31
 R = 2                # largest tap offset: the coarse planes are padded by R
@@ -121,9 +123,10 @@ def _pass(src, taps, wrow, first, y, acc):
 
 
 @njit(cache=True)
-def accumulate(p, c16, a16, taps, ctaps, cls, wb, target, step, A, b):
+def accumulate(p, c16, a16, taps, ctaps, cls, wb, target, step, A, b, count):
     """Encoder: add the normal equations of the correction (in samples) per class over every
-    step-th row and column to A (upper triangle) and b. target: the source plane (samples)."""
+    step-th row and column to A (upper triangle), b and count (samples). target: the source
+    plane (samples)."""
     H, W = target.shape
     nt = taps.shape[0]
     n = nt + ctaps.shape[0]
@@ -137,26 +140,28 @@ def accumulate(p, c16, a16, taps, ctaps, cls, wb, target, step, A, b):
                 dy, dx = (taps[k, 0], taps[k, 1]) if k < nt else (ctaps[k - nt, 0], ctaps[k - nt, 1])
                 f[k] = (src[yy + dy, xx + dx] + src[yy - dy, xx - dx] - 2 * src[yy, xx]) / 16.0
             t = target[y, x] - p[y, x] / 4096.0
+            count[c] += 1
             for i in range(n):
                 b[c, i] += f[i] * t
                 for j in range(i, n):
                     A[c, i, j] += f[i] * f[j]
 
 
-def fit(A: np.ndarray, b: np.ndarray, bits_cost: float, enabled: bool = True):
+def fit(A: np.ndarray, b: np.ndarray, count: np.ndarray, bits_cost: float, enabled: bool = True):
     """Quantised weights (ncls, n) and which classes pay: the squared-error gain 2 w.b - w.A.w
-    against bits_cost per bit of their bytes (A, b as accumulate left them); none if not
-    enabled."""
+    against bits_cost per bit of their bytes (A, b, count as accumulate left them); a class
+    needs MIN_SAMPLES per weight (fewer would fit noise), and weights out of the int8 range are
+    scaled down together; none if not enabled."""
     ncls, n = b.shape
     A = np.triu(A) + np.transpose(np.triu(A, 1), (0, 2, 1))
     weights = np.zeros((ncls, n), np.int64)
     on = np.zeros(ncls, bool)
     for c in range(ncls if enabled else 0):
         tr = np.trace(A[c])
-        if tr <= 0:
+        if tr <= 0 or count[c] < MIN_SAMPLES * n:
             continue
-        w = np.linalg.solve(A[c] + 1e-6 * tr / n * np.eye(n), b[c])
-        wq = np.clip(np.rint(w * (1 << SHIFT)), -MAX_W, MAX_W)
+        w = np.linalg.solve(A[c] + RIDGE * tr / n * np.eye(n), b[c]) * (1 << SHIFT)
+        wq = np.rint(w * min(1.0, MAX_W / max(np.abs(w).max(), 1e-9)))
         wf = wq / (1 << SHIFT)
         if 2 * wf @ b[c] - wf @ A[c] @ wf > bits_cost * 8 * n:
             weights[c], on[c] = wq.astype(np.int64), True

@@ -91,6 +91,7 @@ def encode_payload(codec, hd: bitstream.Header, tiles, settings) -> bytes:
     shapes = restore.layout(nc)
     A = [np.zeros((len(e) + 1, restore.ntaps(t, ct), restore.ntaps(t, ct))) for t, ct, e in shapes]
     b = [np.zeros((len(e) + 1, restore.ntaps(t, ct))) for t, ct, e in shapes]
+    count = [np.zeros(len(e) + 1, np.int64) for _, _, e in shapes]
     data = []
     for levels in tiles:
         data.append(blockcoder.encode_tile(codec.models, levels))
@@ -99,8 +100,8 @@ def encode_payload(codec, hd: bitstream.Header, tiles, settings) -> bytes:
         for i, (rec, (c16, a16), (taps, ctaps, edges), p) in enumerate(
                 zip(recs, _filter_inputs(recs, hd.subsampled), shapes, levels)):
             restore.accumulate(rec, c16, a16, taps, ctaps, restore.block_classes(eob_of(p.Q), edges),
-                               p.wb, p.source, FIT_STEP, A[i], b[i])
-    filters = [restore.fit(A[i], b[i], settings.lam * (_step16(hd, min(i, 1)) / 16) ** 2 / FIT_STEP ** 2,
+                               p.wb, p.source, FIT_STEP, A[i], b[i], count[i])
+    filters = [restore.fit(A[i], b[i], count[i], settings.lam * (_step16(hd, min(i, 1)) / 16) ** 2 / FIT_STEP ** 2,
                            settings.restoration) for i in range(len(shapes))]
     return bytes([tl]) + restore.serialise(filters) + bitstream.pack_tiles(data)
 

@@ -54,6 +54,7 @@ def cases():
         "rgba_9x9_q60_meta": (Image.open(io.BytesIO(buf.getvalue())), 60),
         "rgb_1x1_q10": (synthetic(1, 1, 5), 10),
         "rgb_48x40_q98_escapes": (synthetic(40, 48, 6), 98),
+        "rgb_96x64_q70_filtered": (synthetic(64, 96, 7), 70),  # v3 on: its restoration filters are used
     }
 
 
