@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. models:/saepress-codec@champion, ./my-model, or sae_model:pretrained (the shipped one)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=float, metavar="Q",
-                      help=f"0-100, higher is better (default: {defaults.QUALITY:g})")
+                      help=f"0-100, higher is better; about the PSNR of JPEG at the same quality, in fewer bytes "
+                           f"(default: {defaults.QUALITY:g})")
     rate.add_argument("--target-bpp", type=float, metavar="B", help="search the quality per image for B bits/pixel")
     rate.add_argument("--target-psnr", type=float, metavar="P", help="search the quality per image for P dB")
     p.add_argument("--skip-rejected", action="store_true", help="list files that are not images instead of storing them")

@@ -29,14 +29,22 @@ def psnr(original: np.ndarray, decoded: np.ndarray) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
-def bd_rate(ref_points, test_points) -> float:
+def bd_rate(ref_points, test_points, bpp_range=None) -> float:
     """Bjontegaard delta rate in percent (negative = test needs fewer bits), cubic fit of
-    log-rate against PSNR over the overlapping PSNR interval."""
+    log-rate against PSNR over the overlapping PSNR interval; bpp_range (lo, hi) narrows that
+    interval to where both curves (piecewise linear in log-rate) lie within those rates."""
     r = np.array(sorted(ref_points, key=lambda p: p[1]), np.float64)
     t = np.array(sorted(test_points, key=lambda p: p[1]), np.float64)
     r, t = r[np.isfinite(r).all(1)], t[np.isfinite(t).all(1)]
+    if len(r) < 4 or len(t) < 4:
+        return float("nan")
     lo, hi = max(r[:, 1].min(), t[:, 1].min()), min(r[:, 1].max(), t[:, 1].max())
-    if len(r) < 4 or len(t) < 4 or hi <= lo:
+    if bpp_range is not None:
+        for pts in (r, t):
+            order = np.argsort(pts[:, 0])
+            at = np.interp(np.log(bpp_range), np.log(pts[order, 0]), pts[order, 1])
+            lo, hi = max(lo, at[0]), min(hi, at[1])
+    if hi <= lo:
         return float("nan")
     def integral(pts):
         poly = np.polyint(np.polyfit(pts[:, 1], np.log(pts[:, 0]), 3))

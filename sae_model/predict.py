@@ -28,7 +28,6 @@ B = 8
 SMOOTH_STEPS = 2           # gate: 3x3 spread of the means <= 2 quantiser steps
 SMOOTH_GAIN4 = 3           # 3/4 of the bilinear surface
 _W16 = np.array([7, 5, 3, 1, 1, 3, 5, 7], np.int64)    # distance to the block centre, 1/16 block
-_SIDE = np.array([-1, -1, -1, -1, 1, 1, 1, 1], np.int64)  # the neighbour each position leans to
 CFL_SHRINK = 4             # (chroma step)**2 added to the 3x3 luma variance
 CFL_MAX256 = 512           # |a| <= 2
 
@@ -39,26 +38,28 @@ def add_smooth(plane, dcq, hb, wb, dc_unit, dcr64):
     means of dc_unit/4096 samples each (dc_unit = step16 * dcr64 * 4). The means must be in the
     range inverse_transform accepts (|dcq * dc_unit| <= 2**32): every product is below 2**52."""
     s = np.empty(B * B, np.int64)
+    G = dcq.reshape(hb, wb)
     for bi in range(hb):
+        up, down = max(bi - 1, 0), min(bi + 1, hb - 1)
         for bj in range(wb):
-            c = dcq[bi * wb + bj]
+            left, right = max(bj - 1, 0), min(bj + 1, wb - 1)
+            c = G[bi, bj]
             spread = 0
-            for di in range(-1, 2):
-                for dj in range(-1, 2):
-                    ni = min(max(bi + di, 0), hb - 1)
-                    nj = min(max(bj + dj, 0), wb - 1)
-                    spread = max(spread, abs(dcq[ni * wb + nj] - c))
+            for i in (up, bi, down):
+                for j in (left, bj, right):
+                    spread = max(spread, abs(G[i, j] - c))
             if spread * dcr64 > SMOOTH_STEPS * 64:  # a step is 64/dcr64 mean units
                 continue
             total = 0
             for y in range(B):
-                ni = min(max(bi + _SIDE[y], 0), hb - 1)
+                ni = up if y < B // 2 else down
                 wy = _W16[y]
+                rc = (16 - wy) * c + wy * G[ni, bj]                    # this column, 1/16 mean unit
+                rl = (16 - wy) * G[bi, left] + wy * G[ni, left]
+                rr = (16 - wy) * G[bi, right] + wy * G[ni, right]
                 for x in range(B):
-                    nj = min(max(bj + _SIDE[x], 0), wb - 1)
                     wx = _W16[x]
-                    v = ((16 - wx) * ((16 - wy) * c + wy * dcq[ni * wb + bj])
-                         + wx * ((16 - wy) * dcq[bi * wb + nj] + wy * dcq[ni * wb + nj]))  # 1/256 mean unit
+                    v = (16 - wx) * rc + wx * (rl if x < B // 2 else rr)  # 1/256 mean unit
                     s[y * B + x] = v
                     total += v
             y0, x0 = bi * B, bj * B

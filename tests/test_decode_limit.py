@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import sae_model
-from sae_model import Codec, CodecError, EncoderSettings, ImageTooLargeError, bitstream
+from sae_model import Codec, CodecError, EncoderSettings, ImageTooLargeError, bitstream, restore
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +17,20 @@ def codec():
     return Codec.pretrained()
 
 
+def sections(stream: bytes) -> tuple[bytes, bytes]:
+    """A v3 colour stream's payload: (prediction tools and restoration section, tiles)."""
+    payload = stream[bitstream.HEADER_SIZE:-4]  # no EXIF, ICC or alpha in these streams
+    used = 1 + restore.parse(payload[1:], 3)[1]
+    return payload[:used], payload[used:]
+
+
 def tiles_of(stream: bytes, count: int) -> list[bytes]:
-    start = bitstream.HEADER_SIZE  # no EXIF, ICC or alpha in these streams
-    return bitstream.unpack_tiles(stream[start:-4], count)
+    return bitstream.unpack_tiles(sections(stream)[1], count)
 
 
 def claiming(stream: bytes, width: int, height: int, tiles: list[bytes]) -> bytes:
     """`stream`'s header with another size and payload, lengths and CRC made consistent."""
-    payload = bitstream.pack_tiles(tiles)
+    payload = sections(stream)[0] + bitstream.pack_tiles(tiles)
     head = bytearray(stream[:bitstream.HEADER_SIZE])
     struct.pack_into("<II", head, 37, width, height)
     struct.pack_into("<I", head, 68, len(payload))

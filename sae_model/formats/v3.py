@@ -21,6 +21,7 @@ upsampling and YCbCr -> RGB) or postfilter.to_grey.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from .. import bitstream, blockcoder, postfilter, predict, restore
 from ..errors import CorruptStreamError
@@ -57,11 +58,19 @@ def reconstruct(tools, basis_t, step16, dcr64, bias256, hb, wb, members, Q, dcq,
     return p
 
 
+@njit(cache=True)
 def eob_of(Q: np.ndarray) -> np.ndarray:
     """Each block's end-of-block band (0: no AC), as the symbol layer codes it."""
-    nz = Q != 0
-    last = np.where(nz.any(1), Q.shape[1] - 1 - np.argmax(nz[:, ::-1], 1), -1)
-    return np.where(last >= 0, np.searchsorted(BANDS, last, side="right"), 0)
+    eob = np.zeros(Q.shape[0], np.int64)
+    for b in range(Q.shape[0]):
+        for p in range(Q.shape[1] - 1, -1, -1):
+            if Q[b, p] != 0:
+                t = 0
+                while BANDS[t + 1] <= p:
+                    t += 1
+                eob[b] = t + 1
+                break
+    return eob
 
 
 def _tile_recs(tools, basis_t, hd: bitstream.Header, planes):
