@@ -50,6 +50,21 @@ def _edges4(v):  # v1 buckets: edges (0, 2, 5, 11), side="right"
 
 
 @njit(cache=True)
+def eob_of(Q):
+    """Each block's end of block: 0 (no AC) or 1 + the band of its last nonzero level."""
+    eob = np.zeros(Q.shape[0], np.int64)
+    for b in range(Q.shape[0]):
+        for p in range(Q.shape[1] - 1, -1, -1):
+            if Q[b, p] != 0:
+                t = 0
+                while BANDS[t + 1] <= p:
+                    t += 1
+                eob[b] = t + 1
+                break
+    return eob
+
+
+@njit(cache=True)
 def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, pb, members, Q, dcq, origin):
     """ac, dc, eobm, memm: models (counts, cum, meta) of this plane's class.
     members (nb,), Q (nb, 63), dcq (nb,): read when encoding/counting, written when decoding.
@@ -60,16 +75,7 @@ def code_plane(mode, st, buf, ac, dc, eobm, memm, hb, wb, pb, members, Q, dcq, o
     nb = hb * wb
     ctxs = np.empty(MAX_BAND * nb + 1, np.int64)  # a batch is at most one band of every block
     vals = np.empty(MAX_BAND * nb + 1, np.int64)
-    eob = np.zeros(nb, np.int64)
-    if mode != DECODE:
-        for b in range(nb):
-            for p in range(NPOS - 1, -1, -1):
-                if Q[b, p] != 0:
-                    t = 0
-                    while BANDS[t + 1] <= p:
-                        t += 1
-                    eob[b] = t + 1
-                    break
+    eob = eob_of(Q) if mode != DECODE else np.zeros(nb, np.int64)
     for i in range(hb):
         row = i * wb
         for j in range(wb):

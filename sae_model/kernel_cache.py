@@ -15,7 +15,7 @@ from pathlib import Path
 
 # kernels and the modules whose constants numba freezes into them (paths relative to sae_model/)
 KERNEL_SOURCES = ("rangecoder.py", "blockcoder.py", "postfilter.py", "encoder.py", "planes.py", "tables.py",
-                  "predict.py", "restore.py", "formats/v3.py")
+                  "predict.py", "restore.py")
 
 
 def kernels_digest() -> str:

@@ -147,6 +147,16 @@ def _chroma_row(c, y, sub, out):
         prev, cur = cur, nxt
 
 
+def pixels(planes, sub: bool, th: int, tw: int) -> np.ndarray:
+    """A tile's (th, tw, 1 or 3) uint8 pixels from its decoded planes (Y, or Y Cb Cr)."""
+    out = np.empty((th, tw, len(planes)), np.uint8)
+    if len(planes) == 1:
+        to_grey(planes[0], out)
+    else:
+        to_rgb(planes[0], planes[1], planes[2], sub, out)
+    return out
+
+
 @njit(cache=True)
 def to_rgb(Y, Cb, Cr, sub, out):
     """out: (th, tw, 3) uint8 view; Y (>= th, >= tw), chroma full or half size (sub).

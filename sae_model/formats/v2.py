@@ -14,8 +14,6 @@ postfilter.to_grey into the output.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import bitstream, blockcoder, postfilter
 from ..planes import dc_origin, prior_buckets, tile_planes
 
@@ -34,11 +32,6 @@ def decode_tiles(codec, hd: bitstream.Header, payload: bytes):
                                         dc_origin(s16, hd.dc_ratio64))
             rec.append(postfilter.reconstruct(arrays.basis_t, s16, hd.dc_ratio64, hd.bias256, hb, wb,
                                               members, Q, dcq))
-        px = np.empty((th, tw, nc), np.uint8)
-        if nc == 1:
-            postfilter.to_grey(rec[0], px)
-        else:
-            postfilter.to_rgb(rec[0], rec[1], rec[2], hd.subsampled, px)
-        yield y0, x0, px
+        yield y0, x0, postfilter.pixels(rec, hd.subsampled, th, tw)
 
 

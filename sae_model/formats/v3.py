@@ -21,11 +21,10 @@ upsampling and YCbCr -> RGB) or postfilter.to_grey.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .. import bitstream, blockcoder, postfilter, predict, restore
 from ..errors import CorruptStreamError
-from ..planes import BANDS, chroma_step16, dc_origin, prior_buckets, tile_planes
+from ..planes import chroma_step16, dc_origin, prior_buckets, tile_planes
 
 SMOOTH, CFL = 1, 2   # prediction tool bits
 ALL_TOOLS = SMOOTH | CFL
@@ -56,21 +55,6 @@ def reconstruct(tools, basis_t, step16, dcr64, bias256, hb, wb, members, Q, dcq,
     p += prediction(tools, dcq, hb, wb, step16, dcr64, luma, sub)
     postfilter.deblock(p, step16)
     return p
-
-
-@njit(cache=True)
-def eob_of(Q: np.ndarray) -> np.ndarray:
-    """Each block's end-of-block band (0: no AC), as the symbol layer codes it."""
-    eob = np.zeros(Q.shape[0], np.int64)
-    for b in range(Q.shape[0]):
-        for p in range(Q.shape[1] - 1, -1, -1):
-            if Q[b, p] != 0:
-                t = 0
-                while BANDS[t + 1] <= p:
-                    t += 1
-                eob[b] = t + 1
-                break
-    return eob
 
 
 def _tile_recs(tools, basis_t, hd: bitstream.Header, planes):
@@ -108,7 +92,7 @@ def encode_payload(codec, hd: bitstream.Header, tiles, settings) -> bytes:
                                                      for p in levels])
         for i, (rec, (c16, a16), (taps, ctaps, edges), p) in enumerate(
                 zip(recs, _filter_inputs(recs, hd.subsampled), shapes, levels)):
-            restore.accumulate(rec, c16, a16, taps, ctaps, restore.block_classes(eob_of(p.Q), edges),
+            restore.accumulate(rec, c16, a16, taps, ctaps, restore.block_classes(blockcoder.eob_of(p.Q), edges),
                                p.wb, p.source, FIT_STEP, A[i], b[i], count[i])
     filters = [restore.fit(A[i], b[i], count[i], settings.lam * (_step16(hd, min(i, 1)) / 16) ** 2 / FIT_STEP ** 2,
                            settings.restoration) for i in range(len(shapes))]
@@ -136,12 +120,7 @@ def decode_tiles(codec, hd: bitstream.Header, payload: bytes):
         if any(on.any() for _, on in filters):
             recs = [_restored(rec, inputs, shape, flt, pl) for rec, inputs, shape, flt, pl in
                     zip(recs, _filter_inputs(recs, hd.subsampled), restore.layout(nc), filters, planes)]
-        px = np.empty((th, tw, nc), np.uint8)
-        if nc == 1:
-            postfilter.to_grey(recs[0], px)
-        else:
-            postfilter.to_rgb(recs[0], recs[1], recs[2], hd.subsampled, px)
-        yield y0, x0, px
+        yield y0, x0, postfilter.pixels(recs, hd.subsampled, th, tw)
 
 
 def _restored(rec, inputs, shape, flt, plane):
@@ -149,7 +128,7 @@ def _restored(rec, inputs, shape, flt, plane):
     if not on.any():
         return rec
     out = np.empty_like(rec)
-    restore.apply(rec, c16, a16, taps, ctaps, restore.block_classes(eob_of(plane[4]), edges), plane[2],
+    restore.apply(rec, c16, a16, taps, ctaps, restore.block_classes(blockcoder.eob_of(plane[4]), edges), plane[2],
                   weights, on, out)
     return out
 
