@@ -167,7 +167,9 @@ def _plots(counts: list[tuple[str, int]], totals: dict, saved: int, coded: list[
 
 def _thumbnails(sharddir: str, worst: list[dict], source_url: str | None) -> str:
     """Original and decoded thumbnails of each item; the original only when the source can still be read."""
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    from sae_model import metadata
 
     fs, root, _ = open_shard_set(sharddir)
     originals: dict[str, bytes] = {}
@@ -189,9 +191,10 @@ def _thumbnails(sharddir: str, worst: list[dict], source_url: str | None) -> str
             if data is None:
                 cells.append("<figure><figcaption>original: source not reachable</figcaption></figure>")
                 continue
-            # Warnings reading it again are not news: compress noted them in the item's row.
+            # Warnings reading it again are not news: compress noted them in the item's row. metadata.upright, not
+            # ImageOps.exif_transpose: EXIF that Pillow cannot write back must not stop the page.
             with warned.collected(), Image.open(io.BytesIO(data)) as opened:
-                image = ImageOps.exif_transpose(opened).convert("RGB")
+                image = metadata.upright(opened).image.convert("RGB")
             # Small images are enlarged (pixel-exact) so that their artefacts can be seen; large ones shrunk.
             scale = max(1, THUMBNAIL // max(image.size))
             image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
