@@ -197,6 +197,28 @@ def test_decode_same_pixels_compiled_interpreted_and_for_a_generic_cpu(codec, tm
     assert got == here
 
 
+_CODE_HASH = """
+import hashlib, sys, numpy as np, torch
+torch.set_num_threads(int(sys.argv[1]))
+from sae_model import Codec, EncoderSettings
+from tests.test_codec import photo
+codec = Codec.pretrained()
+data = codec.encode(photo(96, 80, seed=7), quality=60, settings=EncoderSettings(tile=48))
+print(hashlib.sha256(data).hexdigest(), hashlib.sha256(np.asarray(codec.decode(data)).tobytes()).hexdigest())
+"""
+
+
+def test_one_and_two_threads_give_the_same_bytes_and_pixels():
+    """Every BLAS, OpenMP, numba and torch pool at 1 and at 2 threads: the same stream, the same pixels."""
+    got = []
+    for n in ("1", "2"):
+        env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n,
+                   NUMBA_NUM_THREADS=n)
+        got.append(subprocess.run([sys.executable, "-c", _CODE_HASH, n], env=env, cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout.split())
+    assert got[0] == got[1] and len(got[0]) == 2
+
+
 def test_evaluate_helpers(codec):
     img = Image.fromarray(photo(32, 32))
     curve = sae_model.evaluate.codec_curve(codec, [img], [20, 50, 80, 95])
