@@ -226,16 +226,24 @@ def _existing_local(path: str, what: str) -> str:
     return path
 
 
-def _prefect(command: str) -> Path:
+def _prefect(command: str, flow: str) -> tuple[Path, Callable[..., dict[str, Any]]]:
     """Log the flows to a file, and start Prefect's temporary server (if no server is configured) guarded against
-    this process being killed; the log file's path."""
+    this process being killed; the log file's path and the flow ``module:name``, imported while the server starts
+    (both take seconds, the one waiting on a child process)."""
+    import importlib
+    from concurrent.futures import ThreadPoolExecutor
+
     from flows.console import log_to_file
     from flows.settings import Settings
     from flows.watchdog import guard_temporary_server
 
     log = log_to_file(Settings.resolve().home / "logs", command)
-    guard_temporary_server()
-    return log
+    with ThreadPoolExecutor(1) as pool:
+        server = pool.submit(guard_temporary_server)
+        module, name = flow.split(":")
+        job = getattr(importlib.import_module(module), name)
+        server.result()
+    return log, job
 
 
 def _report(result: dict[str, Any], log: Path | None = None) -> int:
@@ -251,8 +259,7 @@ def _report(result: dict[str, Any], log: Path | None = None) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     source = _existing_local(args.source, "source")
-    log = _prefect(args.command)
-    from flows.ingest import ingest_flow
+    log, ingest_flow = _prefect(args.command, "flows.ingest:ingest_flow")
 
     return _report(ingest_flow(source=source, out=args.out,
                                max_pixels=args.max_pixels, dask_address=args.dask_address), log)
@@ -260,8 +267,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     _existing_local(os.path.join(args.workdir, "catalog.parquet"), "catalog (run `saepress ingest` first):")
-    log = _prefect(args.command)
-    from flows.extract import extract_flow
+    log, extract_flow = _prefect(args.command, "flows.extract:extract_flow")
 
     return _report(extract_flow(workdir=args.workdir, patches_per_image=args.patches_per_image,
                                 val_fraction=args.val_fraction, seed=args.seed, dask_address=args.dask_address), log)
@@ -269,8 +275,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     _existing_local(os.path.join(args.workdir, "patches"), "patch dataset (run `saepress extract` first):")
-    log = _prefect(args.command)
-    from flows.train import train_flow
+    log, train_flow = _prefect(args.command, "flows.train:train_flow")
 
     return _report(train_flow(workdir=args.workdir, steps=args.steps, seed=args.seed, model_name=args.model_name,
                               promote=args.promote, resume=args.resume, start=args.start), log)
@@ -278,8 +283,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _compress(args: argparse.Namespace) -> int:
     source = _existing_local(args.source, "source")
-    log = _prefect(args.command)
-    from flows.compress import compress_flow
+    log, compress_flow = _prefect(args.command, "flows.compress:compress_flow")
 
     return _report(compress_flow(source=source, out=args.out, model=args.model,
                                  quality=args.quality, target_bpp=args.target_bpp, target_psnr=args.target_psnr,
@@ -290,8 +294,7 @@ def _compress(args: argparse.Namespace) -> int:
 
 def _decompress(args: argparse.Namespace) -> int:
     sharddir = _existing_local(args.sharddir, "shard folder")
-    log = _prefect(args.command)
-    from flows.compress import decompress_flow
+    log, decompress_flow = _prefect(args.command, "flows.compress:decompress_flow")
 
     return _report(decompress_flow(sharddir=sharddir, out=args.out, max_pixels=args.max_pixels,
                                    dask_address=args.dask_address), log)
@@ -323,10 +326,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flows.run import run_flow
 
     source = _existing_local(args.source, "source") if args.source else None
-    log = _prefect(args.command)
+    log, run_flow = _prefect(args.command, "flows.run:run_flow")
     return _report(run_flow(source=source, out=args.out, model=args.model, steps=args.steps, quality=args.quality,
                             dask_address=args.dask_address, start=args.start), log)
 

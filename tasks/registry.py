@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ def register(run_id: str, model_name: str, fingerprint: str, bd_rate: float) -> 
 
 def lookup(uri: str):
     """The model version ``models:/name@alias`` or ``models:/name/N`` names, or None when there is no such one."""
+    if _no_local_store():
+        return None
     from mlflow.exceptions import MlflowException
 
     name, _, alias = uri[len("models:/"):].partition("@")
@@ -60,6 +63,13 @@ def lookup(uri: str):
         if exc.error_code in NOT_FOUND:
             return None
         raise
+
+
+def _no_local_store() -> bool:
+    """A SQLite tracking store that does not exist yet registers nothing, and opening it would first create its
+    tables (seconds on a loaded machine: a first compress paid them before its first task)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    return uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists()
 
 
 def resolve(uri: str) -> tuple[str | None, str | None, str | None]:
