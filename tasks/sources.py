@@ -17,6 +17,7 @@ or fsspec's ``FSSPEC_S3_<OPTION>`` variables), so a URL alone is enough on every
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import glob
 import hashlib
@@ -24,8 +25,10 @@ import lzma
 import os
 import posixpath
 import re
+import shutil
 import stat
 import tarfile
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -156,6 +159,10 @@ def open_source(url: str | os.PathLike) -> Source:
     return TreeSource(url)
 
 
+def _version(info: dict) -> str:
+    return next((info[key] for key in _VERSION_KEYS if info.get(key) is not None), "")
+
+
 def _too_large(path: str, size: int, max_bytes: int | None) -> TooLarge | None:
     if max_bytes is not None and size > max_bytes:
         return TooLarge(f"{path}: {size} bytes is over the {max_bytes}-byte limit")
@@ -227,7 +234,7 @@ class TreeSource(Source):
         found = self.fs.find(self.root, detail=True)
         for full, info in found.items():
             if info.get("type", "file") == "file":
-                version = next((info[key] for key in _VERSION_KEYS if info.get(key) is not None), "")
+                version = _version(info)
                 yield full.rstrip("/"), int(info.get("size") or 0), str(version)
 
     def _read_many(self, paths, max_bytes):
@@ -355,6 +362,12 @@ class TarSource(Source):
             yield Member(path, info.size, f"sha256:{digest.hexdigest()}")
 
     def _read_many(self, paths, max_bytes):
+        if (spool := _spooled(self)) is not None:
+            yield from spool.read_many(paths, max_bytes)
+            return
+        yield from self._stream_many(paths, max_bytes)
+
+    def _stream_many(self, paths, max_bytes):
         wanted = set(paths)
         try:
             for tar, info, path in self._entries():
@@ -372,19 +385,88 @@ class TarSource(Source):
             yield path, Missing(f"{path} not found in {self.url}")
 
     @staticmethod
-    def _read_member(tar, info, path, max_bytes) -> bytes | SourceError:
+    def _refusal(info, path, max_bytes) -> SourceError | None:
+        """Why a member is not read at all (decided from its header), or None."""
         try:
             check_name(path)
         except SourceError as exc:
             return exc
         if not info.isreg():
             return NotRegular(f"{path} is a link or special file inside the archive; links are not followed")
-        if problem := _too_large(path, info.size, max_bytes):
+        return _too_large(path, info.size, max_bytes)
+
+    @staticmethod
+    def _read_member(tar, info, path, max_bytes, out=None) -> bytes | SourceError | None:
+        """The member's bytes (or, given ``out``, None after copying them there in chunks) or why not."""
+        if problem := TarSource._refusal(info, path, max_bytes):
             return problem
         try:
-            return tar.extractfile(info).read()
+            member = tar.extractfile(info)
+            if out is None:
+                return member.read()
+            shutil.copyfileobj(member, out, _HASH_CHUNK)
+            return None
         except (tarfile.TarError, EOFError) as exc:
             return TruncatedMember(f"{path}: archive ends inside this member ({exc})")
+
+
+class _Spool:
+    """One decompressed pass over a compressed tar, kept for this process: member bytes back to back in a
+    temporary file, indexed by path. Without it every batch of a .tar.gz decompresses the stream from its start
+    again (the work grows with the square of the archive); with it each worker process decompresses it once."""
+
+    def __init__(self, source: TarSource):
+        self.url = source.url
+        handle, self.file = tempfile.mkstemp(prefix="saepress-tar-", suffix=".members")
+        atexit.register(_remove_quietly, self.file)
+        self.index: dict[str, tuple[tarfile.TarInfo, int, SourceError | None]] = {}
+        try:
+            with os.fdopen(handle, "wb") as out:
+                for tar, info, path in source._entries():
+                    offset = out.tell()
+                    self.index[path] = (info, offset, TarSource._read_member(tar, info, path, None, out))
+        except BaseException:
+            _remove_quietly(self.file)
+            raise
+
+    def read_many(self, paths, max_bytes):
+        with open(self.file, "rb") as spool:
+            for path in paths:
+                if path not in self.index:
+                    yield path, Missing(f"{path} not found in {self.url}")
+                    continue
+                info, offset, problem = self.index[path]
+                if problem := problem or _too_large(path, info.size, max_bytes):
+                    yield path, problem
+                    continue
+                spool.seek(offset)
+                yield path, spool.read(info.size)
+
+
+# Compressed archives decompressed once in this process, keyed by URL and the archive's version (a rewritten
+# archive is decompressed again). Plain tars are read as a stream: nothing to save there.
+_SPOOLS: dict[tuple[str, str], _Spool] = {}
+
+
+def _spooled(source: TarSource) -> _Spool | None:
+    if source.url.lower().endswith(".tar"):
+        return None
+    fs, path = fsspec.core.url_to_fs(source.url)
+    info = fs.info(path)
+    key = (source.url, f"{info.get('size')}:{_version(info)}")
+    if key not in _SPOOLS:
+        try:
+            _SPOOLS[key] = _Spool(source)
+        except DamagedArchive:
+            return None  # the streaming reader says which members a damaged archive still gives
+    return _SPOOLS[key]
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 class ZipSource(Source):

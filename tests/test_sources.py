@@ -62,13 +62,17 @@ def test_too_large_members_are_refused_unread(source_url):
     assert results["a/red.png"] == FILES["a/red.png"]
 
 
-def test_tar_is_read_in_one_pass_per_batch(tmp_path, monkeypatch):
-    url = str(write_tar(tmp_path / "a.tar.gz", CASES))
+@pytest.mark.parametrize("suffix,once_in_all", [(".tar", False), (".tar.gz", True), (".tar.xz", True)])
+def test_a_tar_is_read_in_one_pass_per_batch_and_a_compressed_one_once_in_all(tmp_path, monkeypatch, suffix,
+                                                                                once_in_all):
+    url = str(write_tar(tmp_path / f"a{suffix}", CASES))
     opened = []
     real_open = sources.fsspec.open
     monkeypatch.setattr(sources.fsspec, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
-    assert len(list(open_source(url).read_many(list(FILES)))) == len(FILES)
-    assert len(opened) == 1
+    batches = [list(FILES)[i:i + 2] for i in range(0, len(FILES), 2)]
+    for batch in batches:
+        assert dict(open_source(url).read_many(batch)) == {path: FILES[path] for path in batch}
+    assert len(opened) == (1 if once_in_all else len(batches))
 
 
 @pytest.mark.parametrize("name", ["../escape.png", "/etc/escape.png", "a/../../escape.png", "C:/x.png", "a\\..\\x"])
