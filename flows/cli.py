@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ingest", "catalog an image archive into WORKDIR/catalog.parquet",
                 "SOURCE is a folder (recursive), a glob, a .tar/.tar.gz/.zip archive or an fsspec URL\n"
                 "(s3://bucket/prefix, memory://..., file://...). Every file gets a row: ok, duplicate, or rejected\n"
-                "with its reason. Re-running on a grown source adds only the new files.", _ingest)
+                "with its reason. Re-running on a grown source adds only the new files. A WORKDIR on an fsspec\n"
+                "URL needs no disk shared with the Dask workers: extract, train and compress read it there.", _ingest)
     p.add_argument("source", metavar="SOURCE")
-    p.add_argument("--out", required=True, metavar="WORKDIR", help="folder for catalog.parquet")
+    p.add_argument("--out", required=True, metavar="WORKDIR",
+                   help="folder or fsspec URL (s3://bucket/work/archive) for catalog.parquet")
     p.add_argument("--max-pixels", type=int, default=defaults.INGEST.max_pixels, metavar="N",
                    help="reject images above N pixels (decompression bombs; default: %(default)s)")
     dask_option(p)

@@ -112,9 +112,6 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
     if catalog_url is None:
         from flows.ingest import ingest_flow
 
-        if "://" in out and not out.startswith("file://"):
-            raise ConfigError(f"ingest writes its catalog on local disk: run `saepress ingest {source} --out WORKDIR` "
-                              f"and then `saepress compress WORKDIR --out {out}`")
         # A damaged or empty archive is this job's problem too, not only the catalog's.
         problems += ingest_flow(source=source, out=out, dask_address=dask_address)["source_problems"]
         catalog_url = f"{out.rstrip('/')}/{plan.CATALOG}"

@@ -1,13 +1,11 @@
 """``saepress extract WORKDIR``: sample training patches from the catalogued images."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
 from flows.cluster import dask_client
 from flows.settings import Settings
-from tasks import defaults, ingest, patches
+from tasks import defaults, ingest, patches, store
 from tasks.errors import ConfigError
 
 
@@ -17,7 +15,8 @@ def extract_flow(workdir: str, patches_per_image: int = defaults.EXTRACT.patches
                  dask_address: str | None = None) -> dict:
     """Write ``WORKDIR/patches/part-*.parquet`` from the ``ok`` rows of ``WORKDIR/catalog.parquet``.
 
-    With a remote Dask cluster, WORKDIR must be on storage the workers share: they write the parts.
+    The workers write the parts: with a remote Dask cluster, WORKDIR is an fsspec URL (``s3://...``) they can
+    reach, or a folder they all mount.
     """
     if patches_per_image < 1:
         raise ConfigError(f"--patches-per-image must be at least 1, got {patches_per_image}")
@@ -26,32 +25,30 @@ def extract_flow(workdir: str, patches_per_image: int = defaults.EXTRACT.patches
     from sae_model import PATCH_SPEC
 
     settings = Settings.resolve(dask_address=dask_address).prepare()
-    root = Path(workdir).expanduser().resolve()
+    root = store.location(workdir)
+    catalog = ingest.catalog_url(root)
     existing = ingest.read_catalog(root)
     if existing is None:
-        raise ConfigError(f"no catalog at {ingest.catalog_path(root)}; run `saepress ingest SOURCE --out {root}` first")
+        raise ConfigError(f"no catalog at {catalog}; run `saepress ingest SOURCE --out {root}` first")
     rows, meta = existing
     if meta.get("saepress.catalog_version") != ingest.CATALOG_VERSION:
-        raise ConfigError(f"{ingest.catalog_path(root)} has catalog version {meta.get('saepress.catalog_version')!r}; "
+        raise ConfigError(f"{catalog} has catalog version {meta.get('saepress.catalog_version')!r}; "
                           f"this saepress reads {ingest.CATALOG_VERSION!r}: run saepress ingest into a new folder")
     url = meta["saepress.source"]
     max_pixels = int(meta.get("saepress.max_pixels", defaults.INGEST.max_pixels))
     ok = [(row["id"], row["path"]) for row in rows if row["status"] == "ok"]
     if not ok:
-        raise ConfigError(f"the catalog at {ingest.catalog_path(root)} has no usable images (status ok)")
+        raise ConfigError(f"the catalog at {catalog} has no usable images (status ok)")
 
     split = patches.assign_splits([image_id for image_id, _ in ok], val_fraction, seed)
     items = [(image_id, path, split[image_id]) for image_id, path in ok]
     # Catalog order is source order, so each batch is one partial pass over a tar archive.
     batches = [items[i:i + patches.BATCH_IMAGES] for i in range(0, len(items), patches.BATCH_IMAGES)]
-    patch_dir = root / patches.PATCH_DIR
-    patch_dir.mkdir(parents=True, exist_ok=True)
-    metadata = patches.patch_metadata(PATCH_SPEC, seed, patches.catalog_sha256(ingest.catalog_path(root)),
-                                      patches_per_image)
+    patch_dir = store.join(root, patches.PATCH_DIR)
+    metadata = patches.patch_metadata(PATCH_SPEC, seed, store.sha256(catalog), patches_per_image)
 
     with dask_client(settings):
-        results = patches.extract_patches(url, batches, str(patch_dir), patches_per_image, seed, metadata,
-                                          max_pixels)
+        results = patches.extract_patches(url, batches, patch_dir, patches_per_image, seed, metadata, max_pixels)
     stale = patches.remove_stale_parts(patch_dir, {result["part"] for result in results})
 
     totals = {key: sum(result[key] for result in results)
@@ -68,5 +65,5 @@ def extract_flow(workdir: str, patches_per_image: int = defaults.EXTRACT.patches
     if totals["empty_images"]:
         report.append(f"images smaller than one patch (no patches): {totals['empty_images']}")
     report += [f"problem: {line}" for line in problems]
-    return {"report": report, "problems": problems, "patch_dir": str(patch_dir), "parts": len(results),
+    return {"report": report, "problems": problems, "patch_dir": patch_dir, "parts": len(results),
             "split_images": images_per_split, **totals}

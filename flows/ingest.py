@@ -1,13 +1,11 @@
 """``saepress ingest SOURCE --out WORKDIR``: catalogue every file of an archive, idempotently."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
 from flows.cluster import dask_client
 from flows.settings import Settings
-from tasks import defaults, ingest, warned
+from tasks import defaults, ingest, store, warned
 from tasks.errors import ConfigError
 from tasks.sources import Member, normalise_url
 
@@ -19,6 +17,9 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
                 max_bytes: int | None = None) -> dict:
     """Probe the files of ``source`` not yet in ``out/catalog.parquet`` and rewrite the catalog.
 
+    ``out`` is a local folder or an fsspec URL (``s3://bucket/work/archive``): the catalog is one file written
+    whole by this process.
+
     ``max_pixels`` rejects images whose header declares more pixels; ``max_bytes`` rejects files larger than that
     many bytes before reading them (None: the defaults in tasks.defaults.INGEST).
     """
@@ -28,7 +29,7 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
         raise ConfigError("--max-pixels and max_bytes must be positive")
     settings = Settings.resolve(dask_address=dask_address).prepare()
     url = normalise_url(source)
-    workdir = Path(out).expanduser().resolve()
+    workdir = store.location(out)
     previous = _previous_rows(workdir, url)
 
     with dask_client(settings):
@@ -70,17 +71,17 @@ def ingest_flow(source: str, out: str, max_pixels: int | None = None, dask_addre
     if counts["animated"]:
         report.append(f"animated (first frame used): {counts['animated']}")
     report.append(f"catalog: {catalog}")
-    return {"report": report, "problems": problems, "source_problems": source_problems, "catalog": str(catalog),
+    return {"report": report, "problems": problems, "source_problems": source_problems, "catalog": catalog,
             "new": len(new), **counts}
 
 
-def _previous_rows(workdir: Path, url: str) -> dict[str, dict]:
+def _previous_rows(workdir: str, url: str) -> dict[str, dict]:
     existing = ingest.read_catalog(workdir)
     if existing is None:
         return {}
     rows, meta = existing
     if meta.get("saepress.catalog_version") != ingest.CATALOG_VERSION:
-        raise ConfigError(f"{ingest.catalog_path(workdir)} has catalog version "
+        raise ConfigError(f"{ingest.catalog_url(workdir)} has catalog version "
                           f"{meta.get('saepress.catalog_version')!r}, this saepress writes "
                           f"{ingest.CATALOG_VERSION!r}; ingest into a new --out folder")
     if meta.get("saepress.source") != url:

@@ -5,13 +5,12 @@ Training runs in this process (one GPU or all CPU cores), not on Dask: it is one
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from flows.settings import Settings
-from tasks import defaults, patch_stream, tracking, training, training_tasks
+from tasks import defaults, patch_stream, store, tracking, training, training_tasks
 from tasks.errors import ConfigError
 
 
@@ -20,14 +19,14 @@ def train_flow(workdir: str, steps: int | None = None, seed: int = defaults.TRAI
                model_name: str | None = None, promote: bool = False, resume: str | None = None,
                start: str = defaults.TRAIN_START) -> dict[str, Any]:
     settings = Settings.resolve(model_name=model_name).prepare()
-    workdir_path = Path(workdir).resolve()
-    if not patch_stream.patch_files(str(workdir_path)):
-        raise ConfigError(f"no patch dataset in {workdir_path / 'patches'}; run `saepress extract {workdir}` first")
+    root = store.location(workdir)
+    if not patch_stream.patch_files(root):
+        raise ConfigError(f"no patch dataset in {store.join(root, 'patches')}; run `saepress extract {workdir}` first")
     if steps is not None and steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {steps}")
 
     _check_tracking_store(settings)
-    dataset = training_tasks.describe_patches_task(str(workdir_path))
+    dataset = training_tasks.describe_patches_task(root)
     _check_patch_spec(dataset)
     if not dataset["val_image_ids"]:
         raise ConfigError("the patch dataset has no validation images; re-run extract with --val-fraction > 0")
@@ -35,12 +34,12 @@ def train_flow(workdir: str, steps: int | None = None, seed: int = defaults.TRAI
         run_id, config = resume, _resumable_config(resume, steps, dataset)
     else:
         config = training.training_config(steps, seed, start=start, train_rows=dataset["train_rows"])
-        run_id = training_tasks.start_run_task(str(workdir_path), config, dataset, settings.mlflow_artifact_root)
+        run_id = training_tasks.start_run_task(root, config, dataset, settings.mlflow_artifact_root)
     print(f"MLflow run {run_id} at {settings.mlflow_tracking_uri}")
 
     started = time.perf_counter()
     try:
-        val_files = training_tasks.fetch_validation_task(str(workdir_path), dataset["val_image_ids"],
+        val_files = training_tasks.fetch_validation_task(root, dataset["val_image_ids"],
                                                          config["loop"]["val_images"])
         result = training_tasks.train_task(run_id, config, dataset, val_files)
         seconds = time.perf_counter() - started

@@ -5,21 +5,16 @@ only its ``ok`` rows. Every listed file gets exactly one row, so ``ok + duplicat
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
-import os
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from prefect import task
 
-from tasks import warned
+from tasks import store, warned
 from tasks.fanout import submit_and_collect
-from tasks.shards import DiskFull
 from tasks.sources import DamagedArchive, Member, SourceError, open_source
 
 CATALOG_VERSION = "1"
@@ -233,37 +228,29 @@ def resolve_duplicates(rows: list[dict]) -> list[dict]:
     return out
 
 
-def catalog_path(workdir: str | os.PathLike) -> Path:
-    return Path(workdir) / CATALOG_NAME
+def catalog_url(workdir: str) -> str:
+    """Where the catalog of ``workdir`` (a location from tasks.workdir) is."""
+    return store.join(workdir, CATALOG_NAME)
 
 
-def read_catalog(workdir: str | os.PathLike) -> tuple[list[dict], dict[str, str]] | None:
+def read_catalog(workdir: str) -> tuple[list[dict], dict[str, str]] | None:
     """Rows and ``saepress.*`` metadata of an existing catalog, or None when there is none."""
-    path = catalog_path(workdir)
-    if not path.is_file():
+    url = catalog_url(workdir)
+    if not store.exists(url):
         return None
-    table = pq.read_table(path)
+    table = store.read_table(url)
     meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k.startswith(b"saepress.")}
     return table.to_pylist(), meta
 
 
-def write_catalog(workdir: str | os.PathLike, rows: list[dict], source: str, max_pixels: int) -> Path:
-    """Write the catalog atomically: a reader sees the old file or the new one, never half of one."""
-    path = catalog_path(workdir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_catalog(workdir: str, rows: list[dict], source: str, max_pixels: int) -> str:
+    """Write the catalog atomically (a reader sees the old file or the new one, never half of one); its URL."""
     metadata = {"saepress.catalog_version": CATALOG_VERSION, "saepress.source": source,
                 "saepress.max_pixels": str(max_pixels)}
     table = pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA.with_metadata(metadata))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave half a catalog behind
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise DiskFull(str(path)) from None
-        raise
-    return path
+    url = catalog_url(workdir)
+    store.write_table(url, table)
+    return url
 
 
 def summarise(rows: list[dict]) -> dict:

@@ -1,5 +1,8 @@
 """The training data: an index of WORKDIR/patches and the endless seeded stream of training batches read from it.
 
+The parts are read where they are (tasks.store: a local folder or an ``s3://`` URL): the index reads two small
+columns, the stream one row group at a time, so a WORKDIR on an object store is never downloaded whole to a disk.
+
 The patch stream is a pure function of (seed, step): batch ``k`` always holds samples ``[k*B, (k+1)*B)`` of one
 endless seeded sequence, so a training resumed from a checkpoint at step ``k`` sees exactly the batches an
 uninterrupted one would have seen.
@@ -11,12 +14,14 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from tasks import store
+from tasks.patches import PATCH_DIR
 
 
 @dataclass(frozen=True)
@@ -28,22 +33,27 @@ class Chunk:
     rows: int
 
 
-def patch_files(workdir: str) -> list[Path]:
-    return sorted((Path(workdir) / "patches").glob("part-*.parquet"))
+def patch_files(workdir: str) -> list[str]:
+    """The part files of ``workdir`` (a location from tasks.store), in name order."""
+    folder = store.join(workdir, PATCH_DIR)
+    return [store.join(folder, name) for name in store.list_names(folder)
+            if name.startswith("part-") and name.endswith(".parquet")]
 
 
 def describe_patches(workdir: str) -> dict[str, Any]:
     """Index the training rows per row group and collect the dataset's metadata, reading only small columns."""
     files = patch_files(workdir)
     if not files:
-        raise FileNotFoundError(f"no part-*.parquet files in {Path(workdir) / 'patches'}")
+        raise FileNotFoundError(f"no part-*.parquet files in {store.join(workdir, PATCH_DIR)}")
     chunks: list[Chunk] = []
     val_ids: set[str] = set()
     file_rows: dict[str, dict[str, Any]] = {}
-    meta = _file_metadata(files[0])
+    meta: dict[str, str] | None = None
     for path in files:
-        parquet = pq.ParquetFile(path)
-        if _file_metadata(path) != meta:
+        parquet = store.parquet_file(path)
+        if meta is None:
+            meta = _file_metadata(parquet)
+        elif _file_metadata(parquet) != meta:
             raise ValueError(f"{path} has different saepress metadata than {files[0]}; re-run extract")
         train_rows = 0
         for group in range(parquet.metadata.num_row_groups):
@@ -52,10 +62,10 @@ def describe_patches(workdir: str) -> dict[str, Any]:
             rows = int(pc.sum(is_train).as_py() or 0)
             val_ids.update(pc.unique(table.filter(pc.invert(is_train))["image_id"]).to_pylist())
             if rows:
-                chunks.append(Chunk(str(path), group, rows))
+                chunks.append(Chunk(path, group, rows))
             train_rows += rows
-        file_rows[path.name] = {"rows": parquet.metadata.num_rows, "train_rows": train_rows,
-                                "bytes": path.stat().st_size, "sha256": _sha256(path)}
+        file_rows[store.basename(path)] = {"rows": parquet.metadata.num_rows, "train_rows": train_rows,
+                                           "bytes": store.size(path), "sha256": store.sha256(path)}
     return {
         "patch_spec": json.loads(meta["saepress.patch_spec"]),
         "patch_metadata": meta,
@@ -69,17 +79,9 @@ def describe_patches(workdir: str) -> dict[str, Any]:
     }
 
 
-def _file_metadata(path: Path) -> dict[str, str]:
-    raw = pq.read_schema(path).metadata or {}
+def _file_metadata(parquet: pq.ParquetFile) -> dict[str, str]:
+    raw = parquet.schema_arrow.metadata or {}
     return {k.decode(): v.decode() for k, v in raw.items() if k.startswith(b"saepress.")}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class PatchStream:
@@ -145,7 +147,7 @@ class PatchStream:
     def _load(self, window: list[Chunk]) -> np.ndarray:
         parts = []
         for chunk in window:
-            parquet = self._files.get(chunk.path) or self._files.setdefault(chunk.path, pq.ParquetFile(chunk.path))
+            parquet = self._files.get(chunk.path) or self._files.setdefault(chunk.path, store.parquet_file(chunk.path))
             table = parquet.read_row_group(chunk.row_group, columns=["split", "patch"])
             column = table.filter(pc.equal(table["split"], "train"))["patch"].combine_chunks()
             parts.append(column.flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dim))

@@ -1,8 +1,9 @@
 """Patch extraction: sample codec patches from the catalog's ``ok`` images into Parquet part files.
 
 Each Dask task takes a batch of images, streams them from the source one at a time, and writes one part file
-``WORKDIR/patches/part-NNNNN.parquet`` (temp name, then ``os.replace``), so a worker holds one image and one
-batch of patches at a time whatever the archive size. Patches of an image are drawn with a generator seeded by
+``WORKDIR/patches/part-NNNNN.parquet`` whole (tasks.store: temp name + rename locally, one PUT on an object store,
+so the WORKDIR may be an ``s3://`` URL the workers write themselves), so a worker holds one image and one batch
+of patches at a time whatever the archive size. Patches of an image are drawn with a generator seeded by
 ``(seed, image id)``, so the dataset does not depend on batching or on the number of workers.
 """
 from __future__ import annotations
@@ -10,17 +11,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import uuid
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 from prefect import task
 
-from tasks import warned
+from tasks import store, warned
 from tasks.fanout import submit_and_collect
 from tasks.sources import SourceError, open_source
 
@@ -28,14 +25,6 @@ PATCH_DIR = "patches"
 # Images per task: ~0.5 s of work, ~25 MB of patches at 256 per image, and for a compressed tar one partial
 # decompression pass per batch (the pass, not the sampling, dominates small batches).
 BATCH_IMAGES = 128
-
-
-def catalog_sha256(catalog: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(catalog, "rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def assign_splits(ids: list[str], val_fraction: float, seed: int) -> dict[str, str]:
@@ -102,12 +91,9 @@ def extract_batch(url: str, items: list[tuple[str, str, str]], part: str, patche
     table = pa.table([pa.array(ids, pa.string()), pa.array(splits, pa.string()),
                       pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), PATCH_SPEC["dim"])],
                      schema=schema)
-    target = Path(part)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, target)
+    store.write_table(part, table)
     counts = {s: splits.count(s) for s in ("train", "val")}
-    return {"part": str(target), "images": len(items) - len(problems), "patches": len(ids),
+    return {"part": store.basename(part), "images": len(items) - len(problems), "patches": len(ids),
             "train": counts["train"], "val": counts["val"], "empty_images": empty, "problems": problems}
 
 
@@ -115,7 +101,7 @@ def extract_batch(url: str, items: list[tuple[str, str, str]], part: str, patche
 def extract_patches(url: str, batches: list[list[tuple[str, str, str]]], patch_dir: str, patches_per_image: int,
                     seed: int, metadata: dict[str, str], max_pixels: int) -> list[dict]:
     """Run one Dask task per batch; returns their results in batch order."""
-    calls = [(url, batch, os.path.join(patch_dir, f"part-{index:05d}.parquet"), patches_per_image, seed, metadata,
+    calls = [(url, batch, store.join(patch_dir, f"part-{index:05d}.parquet"), patches_per_image, seed, metadata,
               max_pixels) for index, batch in enumerate(batches)]
     results: list[dict | None] = [None] * len(batches)
     sizes = [(len(batch), 0) for batch in batches]  # bytes: not in the batches, and not what extract spends time on
@@ -124,11 +110,10 @@ def extract_patches(url: str, batches: list[list[tuple[str, str, str]]], patch_d
     return results
 
 
-def remove_stale_parts(patch_dir: str | os.PathLike, keep: set[str]) -> int:
-    """Delete parts (and temp files of crashed attempts) that this extraction did not write."""
-    removed = 0
-    for path in Path(patch_dir).iterdir():
-        if (path.name.startswith("part-") or path.name.endswith(".tmp")) and str(path) not in keep:
-            path.unlink()
-            removed += 1
-    return removed
+def remove_stale_parts(patch_dir: str, keep: set[str]) -> int:
+    """Delete parts (and temp files of crashed attempts) that this extraction did not write; ``keep`` are names."""
+    stale = [name for name in store.list_names(patch_dir)
+             if (name.startswith("part-") or name.endswith(".tmp")) and name not in keep]
+    for name in stale:
+        store.remove(store.join(patch_dir, name))
+    return len(stale)

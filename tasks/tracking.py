@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks import store
+
 EXPERIMENT = "saepress"
 CONFIG_ARTIFACT = "config/training.json"
 TAG = "saepress."  # prefix of every run and model-version tag saepress sets
@@ -44,8 +46,8 @@ def start_run(workdir: str, config: dict[str, Any], dataset: dict[str, Any], art
     """Create the run: every setting as a param, the config and the training-data manifest as artifacts."""
     mlflow_client = client()
     run = mlflow_client.create_run(experiment_id(artifact_root), tags={
-        "mlflow.runName": f"train-{Path(workdir).name}-seed{config['train']['seed']}",
-        TAG + "workdir": str(Path(workdir).resolve()),
+        "mlflow.runName": f"train-{store.basename(workdir)}-seed{config['train']['seed']}",
+        TAG + "workdir": store.location(workdir),
         TAG + "data_hash": dataset["data_hash"],
         TAG + "code_version": code_version(),
     })
@@ -57,7 +59,7 @@ def start_run(workdir: str, config: dict[str, Any], dataset: dict[str, Any], art
     _log_params(mlflow_client, run.info.run_id, params)
     manifest = {key: dataset[key] for key in ("catalog_sha256", "data_hash", "patch_spec", "patch_metadata",
                                               "files", "train_rows", "val_image_ids")}
-    manifest["workdir"] = str(Path(workdir).resolve())
+    manifest["workdir"] = store.location(workdir)
     _log_json(mlflow_client, run.info.run_id, config, CONFIG_ARTIFACT)
     _log_json(mlflow_client, run.info.run_id, manifest, "manifest/training_data.json")
     return run.info.run_id

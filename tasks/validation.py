@@ -2,24 +2,25 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sae_model import evaluate
+from tasks import store
 
 
 def fetch_validation_images(workdir: str, image_ids: list[str], count: int) -> list[tuple[str, bytes]]:
     """The original files of up to ``count`` validation images (first by path), read through the catalog's source."""
+    from tasks.ingest import catalog_url
     from tasks.sources import open_source
 
-    catalog = pq.read_table(Path(workdir) / "catalog.parquet", columns=["id", "path", "status"])
+    url = catalog_url(workdir)
+    catalog = store.read_table(url, columns=["id", "path", "status"])
     source_url = (catalog.schema.metadata or {}).get(b"saepress.source", b"").decode()
     if not source_url:
-        raise ValueError(f"{Path(workdir) / 'catalog.parquet'} has no saepress.source metadata")
+        raise ValueError(f"{url} has no saepress.source metadata")
     wanted = set(image_ids)
     paths: dict[str, str] = {}
     for row in catalog.filter(pc.equal(catalog["status"], "ok")).to_pylist():

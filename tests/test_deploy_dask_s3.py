@@ -1,8 +1,10 @@
 """The scale-out path on loopback: a Dask scheduler and two workers started with deploy/compose.yaml's commands,
-an S3 server (moto), and ingest + compress whose source and SHARDDIR are s3:// URLs. The workers run in their own
-folders with no access to the test's files: like workers on other machines, they see only S3."""
+an S3 server (moto), and ingest, extract, train and compress whose source, WORKDIR and SHARDDIR are s3:// URLs.
+The workers run in their own folders with no access to the test's files: like workers on other machines, they see
+only S3."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -85,33 +87,59 @@ def test_compose_commands_run_on_loopback():
         "dask", "worker", "tcp://127.0.0.1:1234"]
 
 
-def test_compress_on_a_dask_cluster_from_s3_to_s3(prefect_harness, dask_cluster, tmp_path):
+def test_ingest_extract_train_compress_on_a_dask_cluster_with_everything_in_s3(prefect_harness, dask_cluster,
+                                                                               tmp_path, monkeypatch):
+    """WORKDIR and SHARDDIR are s3:// URLs: the driver and the workers share no disk, only the S3 server."""
     import fsspec
+    import pyarrow.parquet as pq
+    from test_training import TINY_LOOP, TINY_MODEL  # pytest puts tests/ on sys.path
 
     from flows.access import verify
     from flows.compress import compress_flow
+    from flows.extract import extract_flow
     from flows.ingest import ingest_flow
-    from tasks import shards
+    from flows.train import train_flow
+    from tasks import patches, shards, training
 
     fs = fsspec.filesystem("s3")
     fs.mkdir(BUCKET)
     for image in sorted(SAMPLES.glob("*.png")):
         fs.put_file(str(image), f"{BUCKET}/archive/{image.name}")
-    source, sharddir = f"s3://{BUCKET}/archive/", f"s3://{BUCKET}/shards/archive"
-    workdir = tmp_path / "work"  # the catalog stays with the driver; images and shards only in S3
+    source = f"s3://{BUCKET}/archive/"
+    workdir, sharddir = f"s3://{BUCKET}/work/archive", f"s3://{BUCKET}/shards/archive"
 
-    ingested = ingest_flow(source=source, out=str(workdir), dask_address=dask_cluster)
+    ingested = ingest_flow(source=source, out=workdir, dask_address=dask_cluster)
     assert not ingested["problems"], ingested
-    # One image per shard: three tasks for two workers.
-    result = compress_flow(source=str(workdir), out=sharddir, quality=40, shard_max_items=1,
+    assert ingested["catalog"] == f"{workdir}/catalog.parquet" and ingested["ok"] == 3
+    # Idempotent on S3 too: the catalog's rows are kept, nothing is probed again.
+    with fs.open(f"{BUCKET}/work/archive/catalog.parquet") as handle:
+        rows = pq.read_table(handle).to_pylist()
+    again = ingest_flow(source=source, out=workdir, dask_address=dask_cluster)
+    assert again["new"] == 0 and "already catalogued 3," in again["report"][1], again["report"]
+    with fs.open(f"{BUCKET}/work/archive/catalog.parquet") as handle:
+        assert pq.read_table(handle).to_pylist() == rows
+
+    # One image per part: three tasks for two workers, each writing its part to S3 with one PUT.
+    monkeypatch.setattr(patches, "BATCH_IMAGES", 1)
+    extracted = extract_flow(workdir=workdir, patches_per_image=64, dask_address=dask_cluster)
+    assert not extracted["problems"], extracted
+    assert fs.ls(f"{BUCKET}/work/archive/patches", detail=False) == [
+        f"{BUCKET}/work/archive/patches/part-{index:05d}.parquet" for index in range(3)]
+
+    # Training streams the parts from S3 in this process; its model then codes the shards on the workers.
+    monkeypatch.setattr(training, "training_config",
+                        functools.partial(training.training_config, loop=TINY_LOOP, **TINY_MODEL))
+    trained = train_flow(workdir=workdir, steps=5, model_name="codec-deploy-test")
+    result = compress_flow(source=workdir, out=sharddir, model=trained["model_uri"], quality=40, shard_max_items=1,
                            dask_address=dask_cluster)
     assert not result["problems"], result
+    assert result["model"]["uri"] == trained["model_uri"]
 
     s3fs, root = shards.open_dir(sharddir)
     manifest = shards.read_manifest(s3fs, root)
     assert manifest["totals"]["coded"] + manifest["totals"]["passthrough"] == 3
     assert len(manifest["shards"]) == 3
     assert all(s3fs.isfile(f"{root}/{entry['name']}") for entry in manifest["shards"])
-    assert not list(tmp_path.glob("worker-*/**/*.parquet")), "a worker wrote shards to its local disk"
+    assert not list(tmp_path.rglob("*.parquet")), "a worker wrote a catalog, patches or shards to its local disk"
     checked = verify(sharddir=sharddir, decode=True)
     assert not checked["problems"], checked

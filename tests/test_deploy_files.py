@@ -190,7 +190,21 @@ def test_kubernetes_objects_refer_to_each_other(k8s):
     assert worker["selector"]["matchLabels"].items() <= worker["template"]["metadata"]["labels"].items()
     comm = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "comm")
     assert worker["template"]["spec"]["containers"][0]["command"][2] == f"tcp://dask-scheduler:{comm}"
-    claim = worker["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
-    assert ("PersistentVolumeClaim", claim) in by_kind
     config = worker["template"]["spec"]["containers"][0]["envFrom"][0]["configMapRef"]["name"]
     assert ("ConfigMap", config) in by_kind
+
+
+def test_no_saepress_container_mounts_a_shared_volume(services, k8s):
+    # WORKDIRs and shard sets are s3:// URLs (test_deploy_dask_s3 runs the whole pipeline so, with workers that
+    # share no disk): a shared volume would only hide a path that one machine writes and another cannot see.
+    for name in ("prefect-worker", "dask-worker"):
+        assert "volumes" not in services[name], name
+    assert set(yaml.safe_load((DEPLOY / "compose.yaml").read_text())["volumes"]) == {"postgres", "minio"}
+    assert not [d for d in k8s if d["kind"] == "PersistentVolumeClaim"]
+    for deployment in (d for d in k8s if d["kind"] == "Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        assert "volumes" not in spec and not any("volumeMounts" in c for c in spec["containers"])
+    for job in yaml.safe_load((DEPLOY / "prefect.yaml").read_text())["deployments"]:
+        for key in ("out", "workdir", "source"):
+            if key in job["parameters"]:
+                assert job["parameters"][key].startswith("s3://"), (job["name"], key)

@@ -96,12 +96,13 @@ def write_patches(workdir: Path, images: list[tuple[str, str, np.ndarray]], spec
 def make_workdir(root: Path, images: int = 6, val: int = 2, per_image: int = 400, content: str = "photos") -> Path:
     """A workdir as ingest + extract leave it: a contract catalog, and part files written by the real extractor."""
     from sae_model import PATCH_SPEC
-    from tasks.patches import catalog_sha256, extract_batch, patch_metadata
+    from tasks.patches import extract_batch, patch_metadata
+    from tasks.store import sha256
 
     paths = make_archive(root / "archive", images, content=content)
     workdir = root / "work"
     catalog = write_catalog(workdir, root / "archive", paths)
-    metadata = patch_metadata(PATCH_SPEC, 0, catalog_sha256(catalog), per_image)
+    metadata = patch_metadata(PATCH_SPEC, 0, sha256(str(catalog)), per_image)
     items = [(hashlib.sha256(p.read_bytes()).hexdigest(), p.name, "val" if i >= images - val else "train")
              for i, p in enumerate(paths)]
     (workdir / "patches").mkdir()
