@@ -1,11 +1,12 @@
-"""`saepress get` and `saepress verify`: read a shard set in this process (no Prefect server, no Dask)."""
+"""`saepress get`, `verify` and `compact`: work on a shard set in this process (no Prefect server, no Dask)."""
 from __future__ import annotations
 
 from typing import Any
 
 from tasks import compress as units
-from tasks import defaults, shards
-from tasks.access import check_shard_set, read_item
+from tasks import defaults, shards, txlog
+from tasks.access import check_shard_set, open_shard_set, read_item
+from tasks.errors import ConfigError
 
 
 def get_image(sharddir: str, image: str, out: str, max_pixels: int = defaults.INGEST.max_pixels) -> dict[str, Any]:
@@ -32,3 +33,20 @@ def verify(sharddir: str, decode: bool = False) -> dict[str, Any]:
               + (f", {found['decoded']} decoded" if decode else "")
               + (": OK" if not problems else f": {len(problems)} problem(s)")]
     return {"report": report, "problems": problems}
+
+
+def compact(sharddir: str) -> dict[str, Any]:
+    """Merge the index parts of a shard set into its two sorted files (tasks.shards.compact_index), under the lock."""
+    try:
+        with shards.lock(sharddir, "compact"):
+            fs, root, manifest = open_shard_set(sharddir)
+            parts = len(manifest["index"])
+            committed = txlog.commit_compacted(fs, root, manifest)
+            txlog.collect_garbage(fs, root, committed)
+    except shards.LockedError as exc:
+        raise ConfigError(str(exc)) from None
+    if committed is manifest:
+        return {"report": [f"compact {sharddir}: the index is compacted already ({parts} file(s))"], "problems": []}
+    rows = committed["index"][0]["rows"]
+    return {"report": [f"compact {sharddir}: {parts} index file(s) -> 2 sorted files of {rows} row(s), "
+                       f"manifest generation {committed['generation']}"], "problems": []}

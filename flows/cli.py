@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sharddir", metavar="SHARDDIR")
     p.add_argument("--decode", action="store_true", help="decode every item, not just check CRCs")
 
+    p = command("compact", "merge a shard set's index parts into two sorted files",
+                "Every compress job does this at its end; run it on a set whose job stopped before (an index of\n"
+                "many parts makes get and the next job read every part). Takes the writer's lock; keeps every\n"
+                "row (a later row for the same path still wins) and commits one new generation.", _compact)
+    p.add_argument("sharddir", metavar="SHARDDIR")
+
     p = command("report", "rebuild SHARDDIR/report.html, the shard set's page for people",
                 "One self-contained HTML page: where every file went, bytes saved, bpp and PSNR histograms and the\n"
                 "lowest-PSNR images as original/decoded thumbnails. Every compress job writes it too.", _report_page)
@@ -313,6 +319,12 @@ def _verify(args: argparse.Namespace) -> int:
     from flows.access import verify
 
     return _report(verify(sharddir=_existing_local(args.sharddir, "shard folder"), decode=args.decode))
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from flows.access import compact
+
+    return _report(compact(sharddir=_existing_local(args.sharddir, "shard folder")))
 
 
 def _report_page(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from prefect import flow
 
 from flows.cluster import dask_client
 from flows.settings import Settings
-from tasks import defaults, plan, shards, warned
+from tasks import defaults, plan, shards, txlog, warned
 from tasks.access import open_shard_set
 from tasks.commit import Committer, job_metrics, store_batches
 from tasks.errors import ConfigError
@@ -102,12 +102,12 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
     """The part of a compress job that must hold SHARDDIR's lock: everything that reads or writes it."""
     fs, root = shards.open_dir(out)
     problems: list[str] = []
-    manifest = shards.read_manifest(fs, root, required=False, fallbacks=problems)
+    manifest = txlog.read_manifest(fs, root, required=False, fallbacks=problems)
     # Leftovers go first: on a full disk they are the space this job needs. A job that had to pass over an
     # unreadable manifest deletes nothing (its files may be all that is left of what that generation stored).
     collect = not problems
     if collect:
-        shards.collect_garbage(fs, root, manifest)
+        txlog.collect_garbage(fs, root, manifest)
     catalog_url = plan.find_catalog(source)
     if catalog_url is None:
         from flows.ingest import ingest_flow
@@ -142,8 +142,12 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
         stats["problems"].append(f"MLflow lineage run not logged ({type(exc).__name__}: {exc})")
     # The last generation records the finished job (totals, lineage run id).
     committer.commit({"original_bytes": 0, "stored_bytes": 0})
+    try:  # the job's index parts become two sorted files: get and the next job read O(1) index files
+        committer.manifest = txlog.commit_compacted(fs, root, committer.manifest)
+    except OSError as exc:  # the job is committed; an index left in parts is slower to read, not wrong
+        stats["problems"].append(f"index not compacted ({exc}); run `saepress compact {out}`")
     if collect:
-        shards.collect_garbage(fs, root, committer.manifest)
+        txlog.collect_garbage(fs, root, committer.manifest)
     stats["report_url"] = report_url
     return committer, stats, resolved, metrics
 

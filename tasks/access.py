@@ -1,7 +1,7 @@
 """Reading a shard set in this process (no Prefect server, no Dask): one stored file back, or everything checked.
 
-read_item reads the manifest, the index files and one shard (on a local disk only the row group holding the item);
-check_shard_set reads everything it checks.
+read_item reads the state, the index row groups that may hold the item (tasks.shards.find_indexed) and one shard (on
+a local disk only the row group holding the item); check_shard_set reads everything it checks.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from tasks import compress as units
-from tasks import defaults, shards
+from tasks import defaults, shards, txlog
 from tasks.errors import ConfigError
 
 _ID_PREFIX = re.compile(r"[0-9a-f]{1,64}")
@@ -25,7 +25,7 @@ def open_shard_set(sharddir: str, problems: list[str] | None = None) -> tuple[An
     """
     fs, root = shards.open_dir(sharddir)
     try:
-        return fs, root, shards.read_manifest(fs, root, fallbacks=problems)
+        return fs, root, txlog.read_manifest(fs, root, fallbacks=problems)
     except shards.ShardDirError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -36,7 +36,7 @@ def read_item(sharddir: str, image: str, problems: list[str],
     start of) its image id. Raises ConfigError when the shard set has no such file, ItemError when it is damaged;
     ``problems`` gets what was found on the way (an unreadable newest manifest)."""
     fs, root, manifest = open_shard_set(sharddir, problems)
-    item, shard, kind = find_item(shards.read_index(fs, root, manifest), image, sharddir)
+    item, shard, kind = find_item(fs, root, manifest, image, sharddir)
     try:
         rows = shards.read_shard(fs, f"{root}/{shard}", ids=[item]).to_pylist()
         if not rows:
@@ -46,13 +46,14 @@ def read_item(sharddir: str, image: str, problems: list[str],
         raise units.ItemError(str(exc)) from None
 
 
-def find_item(index: dict[str, tuple[str, str, str]], image: str, sharddir: str) -> tuple[str, str, str]:
-    """(id, shard, kind) of an original path, else of the one item whose id starts with ``image``."""
-    found = index.get(posixpath.normpath(image))
-    if found is not None:
-        return found
+def find_item(fs, root: str, manifest: dict, image: str, sharddir: str) -> tuple[str, str, str]:
+    """(id, shard, kind) of an original path, else of the one item whose id starts with ``image`` (any content the
+    set stores, also one that a later job replaced at its path). Reads only the index row groups that may hold it."""
+    found = shards.find_indexed(fs, root, manifest, "path", posixpath.normpath(image))
+    if found:
+        return next(iter(found.values()))
     if _ID_PREFIX.fullmatch(image):
-        matches = {entry[0]: entry for entry in index.values() if entry[0].startswith(image)}
+        matches = shards.find_indexed(fs, root, manifest, "id", image, prefix=True)
         if len(matches) == 1:
             return next(iter(matches.values()))
         if matches:
@@ -69,7 +70,7 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
     """
     problems: list[str] = []
     fs, root, manifest = open_shard_set(sharddir, problems)
-    listed = {f"{root}/{e['name']}" for e in manifest["shards"] + manifest["index"]}
+    listed = txlog.listed(fs, root, manifest)
     for folder in ("shards", "index"):
         if fs.exists(f"{root}/{folder}"):
             problems += [f"extra: {path} is not in the manifest (left by an interrupted job; the next compress "
@@ -89,8 +90,7 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
     indexed: set[str] = set()
     try:
         index = shards.read_index(fs, root, manifest)
-        for entry in manifest["index"]:
-            indexed.update(shards.read_shard(fs, f"{root}/{entry['name']}", columns=["id"]).column("id").to_pylist())
+        indexed.update(shards.index_table(fs, root, manifest, history=True)["id"].to_pylist())
     except (OSError, ValueError) as exc:
         index = {}
         problems.append(f"corrupt: an index file is unreadable ({exc})")

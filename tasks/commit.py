@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import compress as units
-from tasks import shards, warned
+from tasks import shards, txlog, warned
 from tasks.fanout import submit_and_collect
 from tasks.plan import account, split_failed
 from tasks.stats import FIELDS, rate_summary
@@ -70,7 +70,7 @@ class Committer:
                               "original_bytes": manifest["totals"].get("original_bytes", 0) + totals["original_bytes"],
                               "stored_bytes": manifest["totals"].get("stored_bytes", 0) + totals["stored_bytes"]}
         manifest["jobs"] = [j for j in manifest["jobs"] if j["job"] != self.job["job"]] + [self.job]
-        committed = shards.write_manifest(self.fs, self.root, manifest)
+        committed = txlog.write_manifest(self.fs, self.root, manifest)
         # Byte totals accumulate per commit, so the next commit adds only what arrived after this one.
         totals["original_bytes"] = totals["stored_bytes"] = 0
         self.manifest = committed

@@ -1,4 +1,4 @@
-"""The shard set on disk: shard and index files, the manifest (the commit point) and the writer's lock.
+"""The shard set on disk: shard and index files, the committed state (its log: tasks/txlog.py) and the writer's lock.
 
 A SHARDDIR (a local folder or any fsspec URL such as ``s3://bucket/archive``) holds::
 
@@ -6,7 +6,9 @@ A SHARDDIR (a local folder or any fsspec URL such as ``s3://bucket/archive``) ho
     models/<fingerprint>/               weights + config.json of every model a row was coded with
     shards/<job>-<batch>-<rand>.parquet the stored items (immutable once written)
     index/<job>-<seq>.parquet           path -> item -> shard, one file per commit (immutable)
-    manifest-<generation>.json          the committed state; the highest generation is the current one
+    _log/<generation>[.checkpoint].json the committed state (the manifest) as a log of commits and checkpoints;
+                                        the highest generation is the current one (tasks/txlog.py)
+    manifest-<generation>.json          version 1: the whole state per generation; version 2: a marker only
     report.html                         the set's page for people (tasks/report.py), rewritten by every job
     .lock                               present while a job writes (owner pid, start time, host, job, token)
     .lock.takeover                      present for a moment while a job replaces a stale lock
@@ -50,13 +52,19 @@ Shard key-value metadata: ``saepress.shard_schema_version``, ``saepress.bitstrea
 row is coded), ``saepress.model_fingerprint``, ``saepress.model_uri``, ``saepress.created`` (UTC ISO 8601) and
 ``saepress.job``.
 
-Index file: columns ``path``, ``id``, ``shard`` (the shard's name relative to SHARDDIR), ``kind``. Each commit adds one file
-with the paths it stored, including paths whose content an earlier commit already stored (duplicates). When a
-path appears in several index files (its content changed), the one listed last in the manifest wins.
+Index file: columns ``path``, ``id``, ``shard`` (the shard's name relative to SHARDDIR), ``kind``. Each commit adds one part
+(``index/<job>-<seq>.parquet``) with the paths it stored, including paths whose content an earlier commit already
+stored (duplicates). When a path appears in several index files (its content changed), the one listed last in the
+manifest wins. The end of every job (and ``saepress compact``) merges the listed files into two,
+``index/compact-<generation>-<rand>-path.parquet`` and ``...-id.parquet``, listed with ``sorted``: ``path`` / ``id``:
+both hold every row with ``seq`` (int64, the order in which the rows were listed, so a path's last row still wins
+and the rows it replaced stay as history), sorted by (path, seq) / (id, seq), in row groups of INDEX_GROUP_ROWS
+with min/max statistics on the sort key only. Readers of the whole index read the parts and the path-sorted file
+in listed order; a lookup reads only the row groups whose statistics may hold the key (find_indexed).
 
-Manifest (``MANIFEST_VERSION`` 1): JSON written as a new generation per commit. On a local disk it is written under
-a temporary name and renamed; on object stores (no rename) the single PUT of a new object is the publish step.
-Readers take the highest generation, so a crash leaves either the old or the new state, never a mix::
+Manifest: the committed state, a JSON object. Version 1 wrote it whole as ``manifest-<generation>.json`` at every
+commit; version 2 (tasks/txlog.py) writes a small commit per generation and the whole state only in periodic
+checkpoints. Either way the state holds::
 
     manifest_version, generation, created, shard_schema_version,
     models:   {fingerprint: {uri, version, path, bitstream_format_version}}
@@ -68,7 +76,7 @@ Readers take the highest generation, so a crash leaves either the old or the new
                stored_bytes, kinds: {kind: {items, original_bytes, stored_bytes}}}   (counts per kind: paths;
                kinds: stored items of every job so far)
 
-Only files listed in the current manifest are part of the shard set; anything else under shards/ or index/ is left
+Only files listed in the current state are part of the shard set; anything else under shards/ or index/ is left
 over from an interrupted job and is deleted by the next job that holds the lock.
 """
 from __future__ import annotations
@@ -83,7 +91,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import socket
 import uuid
 from collections.abc import Iterable, Iterator
@@ -97,18 +104,15 @@ import pyarrow.parquet as pq
 SHARD_SCHEMA_VERSION = "3"
 # Every kind of stored item; accounting counts the catalog's files per kind (plus duplicate and skipped).
 KINDS = ("coded", "passthrough", "jpeg-exact", "lossless")
-MANIFEST_VERSION = 1
 LOCK_NAME = ".lock"
 TAKEOVER_SUFFIX = ".takeover"
 # A lock that cannot be parsed is only taken over this long after it was written: a live job creates its lock
 # in one step, so only a crash or a full disk mid-write leaves one (and older saepress wrote the content after).
 LOCK_GRACE_SECONDS = 60
-MANIFEST_PREFIX = "manifest-"
-# Manifests older than the newest few are removed on commit: they are only history, and a reader that listed the
-# folder a moment ago still finds the one it chose.
-MANIFEST_KEEP = 3
 # ~32 items per row group keeps a single-item read small while the footer stays tiny.
 ROW_GROUP_ITEMS = 32
+# A compacted index file's row groups: one read of ~100 KB finds a path; 1 M rows make ~250 groups (a ~60 KB footer).
+INDEX_GROUP_ROWS = 4096
 logger = logging.getLogger(__name__)
 
 SHARD_SCHEMA = pa.schema([
@@ -298,127 +302,87 @@ def index_bytes(entries: list[dict[str, str]]) -> bytes:
     return sink.getvalue()
 
 
+def _parts(manifest: dict) -> list[dict]:
+    """The index files whose rows, in this order, make the index (the copy sorted by id repeats other rows)."""
+    return [entry for entry in manifest["index"] if entry.get("sorted") != "id"]
+
+
+def index_table(fs: fsspec.AbstractFileSystem, root: str, manifest: dict, history: bool = False) -> pa.Table:
+    """The index as one Arrow table sorted by path: for each path the row that wins (the last one listed), or with
+    ``history`` every row, a path's rows in the order they were listed (the last one wins)."""
+    tables = [read_shard(fs, f"{root}/{entry['name']}", columns=INDEX_SCHEMA.names) for entry in _parts(manifest)]
+    table = pa.concat_tables([t.cast(INDEX_SCHEMA) for t in tables]) if tables else INDEX_SCHEMA.empty_table()
+    table = table.append_column("seq", pa.array(range(table.num_rows), pa.int64()))
+    table = table.sort_by([("path", "ascending"), ("seq", "ascending")])
+    if history or table.num_rows < 2:
+        return table.drop_columns("seq") if not history else table
+    paths = table["path"]
+    last = pc.not_equal(paths.slice(0, table.num_rows - 1), paths.slice(1))
+    return table.filter(pa.concat_arrays([last.combine_chunks(), pa.array([True])])).drop_columns("seq")
+
+
 def read_index(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict[str, tuple[str, str, str]]:
     """path -> (id, shard, kind) over every index file of the manifest, later files winning."""
-    mapping: dict[str, tuple[str, str, str]] = {}
-    for entry in manifest["index"]:
-        table = read_shard(fs, f"{root}/{entry['name']}")
-        for path, *rest in zip(*(table.column(c).to_pylist() for c in INDEX_SCHEMA.names)):
-            mapping[path] = tuple(rest)
-    return mapping
+    table = index_table(fs, root, manifest)
+    return dict(zip(table["path"].to_pylist(), zip(*(table[c].to_pylist() for c in INDEX_SCHEMA.names[1:]))))
 
 
-# ---------------------------------------------------------------- manifest
+def compact_index(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict | None:
+    """The state with its index parts merged into two files, or None when they are merged already; lock holder only.
 
-def empty_manifest() -> dict:
-    return {"manifest_version": MANIFEST_VERSION, "generation": 0, "created": None,
-            "shard_schema_version": SHARD_SCHEMA_VERSION, "models": {}, "shards": [], "index": [],
-            "skipped": [], "jobs": [], "totals": {}}
-
-
-def _generations(fs: fsspec.AbstractFileSystem, root: str) -> list[int]:
-    if not fs.exists(root):
-        return []
-    found = []
-    for path in fs.ls(root, detail=False):
-        name = posixpath.basename(path)
-        stem = name[len(MANIFEST_PREFIX):-len(".json")]
-        if name.startswith(MANIFEST_PREFIX) and name.endswith(".json") and stem.isdigit():
-            found.append(int(stem))
-    return sorted(found)
-
-
-def manifest_name(generation: int) -> str:
-    return f"{MANIFEST_PREFIX}{generation:08d}.json"
+    Both files hold every row of the index (a path's older rows too, as history) with ``seq``, the order in which
+    they were listed: ``index/compact-<generation>-path.parquet`` sorted by (path, seq), ``...-id.parquet`` sorted by
+    (id, seq), in row groups of INDEX_GROUP_ROWS with min/max statistics on the sort key, so a reader finds one path
+    or id by reading the footer and one row group. They are written before the commit that lists them."""
+    parts = _parts(manifest)
+    if not parts or (len(parts) == 1 and parts[0].get("sorted") == "path"):
+        return None
+    table = index_table(fs, root, manifest, history=True)
+    stem = f"index/compact-{manifest['generation'] + 1:08d}-{uuid.uuid4().hex[:8]}"
+    entries = []
+    for key in ("path", "id"):
+        data = _sorted_index_bytes(table.sort_by([(key, "ascending"), ("seq", "ascending")]), key)
+        name = f"{stem}-{key}.parquet"
+        put_atomic(fs, f"{root}/{name}", data)
+        entries.append({"name": name, "rows": table.num_rows, "bytes": len(data), "sha256": sha256_hex(data),
+                        "sorted": key})
+    return dict(manifest, index=entries)
 
 
-def read_manifest(fs: fsspec.AbstractFileSystem, root: str, required: bool = True,
-                  fallbacks: list[str] | None = None) -> dict:
-    """The current (highest-generation) manifest; an empty one when none exists and ``required`` is false.
-
-    A newest generation that is unreadable or incomplete raises ShardDirError, unless ``fallbacks`` is a list:
-    then the newest valid older generation is returned and ``fallbacks`` gets a line saying which generations
-    were passed over (the set is usable, but not as last committed: the caller reports it as a problem).
-    """
-    generations = _generations(fs, root)
-    if not generations:
-        if required:
-            raise ShardDirError(f"{root} has no manifest: it is not a shard set, or no compression has committed yet")
-        return empty_manifest()
-    passed: list[str] = []
-    for generation in reversed(generations):
-        name = f"{root}/{manifest_name(generation)}"
-        try:
-            manifest = json.loads(fs.cat_file(name))
-            if not isinstance(manifest, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as exc:
-            passed.append(f"{name} is unreadable ({exc})")
-        else:
-            if manifest.get("manifest_version", MANIFEST_VERSION) != MANIFEST_VERSION:  # never fall back past it
-                raise ShardDirError(f"{name} has manifest version {manifest.get('manifest_version')!r}; "
-                                    f"this saepress reads version {MANIFEST_VERSION}: upgrade saepress")
-            if not (damage := _manifest_damage(manifest)):
-                if passed:
-                    fallbacks.append(f"{'; '.join(passed)}: using generation {generation}, the newest valid "
-                                     "one (what later commits stored is not listed; compress again to restore it)")
-                return manifest
-            passed.append(f"{name} is incomplete ({damage})")
-        if fallbacks is None:
-            raise ShardDirError(passed[0])
-    raise ShardDirError(f"{root} has no valid manifest: {'; '.join(passed)}")
+def _sorted_index_bytes(table: pa.Table, key: str) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=INDEX_GROUP_ROWS, compression="zstd", write_statistics=[key],
+                   use_dictionary=["shard", "kind"])
+    return sink.getvalue()
 
 
-_MANIFEST_KEYS = {"manifest_version": int, "generation": int, "models": dict, "shards": list, "index": list,
-                  "skipped": list, "jobs": list, "totals": dict}
-_ENTRY_KEYS = {"name": str, "rows": int, "bytes": int, "sha256": str}
-_ENTRY_NAME = {"shards": re.compile(r"shards/[^/\\]+\.parquet"), "index": re.compile(r"index/[^/\\]+\.parquet")}
+def find_indexed(fs: fsspec.AbstractFileSystem, root: str, manifest: dict, key: str, value: str,
+                 prefix: bool = False) -> dict[str, tuple[str, str, str]]:
+    """Index rows whose ``key`` (path or id) is ``value`` (or starts with it): {path or id: (id, shard, kind)}, the
+    row that wins for each. Reads only the row groups whose statistics may hold ``value``: in a compacted index the
+    footer and one row group of one file, plus each part committed since."""
+    other = "id" if key == "path" else "path"  # compaction writes both files: the one sorted by key has every row
+    found: dict[str, tuple[str, str, str]] = {}
+    for entry in (e for e in manifest["index"] if e.get("sorted") != other):  # listed order: later rows win
+        table = _rows_near(fs, f"{root}/{entry['name']}", key, value, prefix)
+        for row in zip(*(table[c].to_pylist() for c in INDEX_SCHEMA.names)):
+            found[row[0] if key == "path" else row[1]] = row[1:]
+    return found
 
 
-def _manifest_damage(manifest: dict) -> str | None:
-    """What a parsed manifest lacks (keys, types, entry names inside the set), or None when it is whole."""
-    wrong = [key for key, kind in _MANIFEST_KEYS.items() if not isinstance(manifest.get(key), kind)]
-    if wrong:
-        return f"missing or malformed: {', '.join(wrong)}"
-    for part in ("shards", "index"):
-        for entry in manifest[part]:
-            if not isinstance(entry, dict) or any(not isinstance(entry.get(k), t) for k, t in _ENTRY_KEYS.items()):
-                return f"a {part} entry lacks {', '.join(_ENTRY_KEYS)}: {str(entry)[:80]}"
-            if not _ENTRY_NAME[part].fullmatch(entry["name"]) or ".." in entry["name"]:
-                return f"{part} entry {entry['name']!r} points outside {part}/"
-    for fingerprint, model in manifest["models"].items():
-        if not isinstance(model, dict) or model.get("path") != f"models/{fingerprint}":
-            return f"model {str(fingerprint)[:12]} does not point at models/{str(fingerprint)[:12]}..."
-    return None
-
-
-def write_manifest(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict:
-    """Commit ``manifest`` as the next generation and return it; only the lock holder may call this."""
-    generations = _generations(fs, root)
-    committed = dict(manifest, generation=(generations[-1] if generations else 0) + 1, created=now())
-    put_atomic(fs, f"{root}/{manifest_name(committed['generation'])}",
-               json.dumps(committed, indent=1, sort_keys=True).encode())
-    for old in generations[:-MANIFEST_KEEP + 1]:
-        fs.rm_file(f"{root}/{manifest_name(old)}")
-    return committed
-
-
-def collect_garbage(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> list[str]:
-    """Delete shard/index/temp files the manifest does not list (left by interrupted jobs); lock holder only."""
-    keep = {f"{root}/{e['name']}" for e in manifest["shards"] + manifest["index"]}
-    removed = []
-    for folder in ("shards", "index"):
-        if not fs.exists(f"{root}/{folder}"):
-            continue
-        for path in fs.ls(f"{root}/{folder}", detail=False):
-            if path.rstrip("/") not in keep:
-                fs.rm_file(path)
-                removed.append(path)
-    for path in fs.ls(root, detail=False) if fs.exists(root) else []:
-        if path.endswith(".tmp"):
-            fs.rm_file(path)
-            removed.append(path)
-    return removed
+def _rows_near(fs, path: str, key: str, value: str, prefix: bool) -> pa.Table:
+    source = path if is_local(fs) else pa.BufferReader(_arrow_owned(fs.cat_file(path)))
+    parquet = pq.ParquetFile(source)
+    column = parquet.schema_arrow.get_field_index(key)
+    groups = []
+    for g in range(parquet.metadata.num_row_groups):
+        stats = parquet.metadata.row_group(g).column(column).statistics
+        low, high = (stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None)
+        if low is None or (low[:len(value)] if prefix else low) <= value <= (high[:len(value)] if prefix else high):
+            groups.append(g)
+    table = parquet.read_row_groups(groups, columns=INDEX_SCHEMA.names)
+    keys = table[key]
+    return table.filter(pc.starts_with(keys, value) if prefix else pc.equal(keys, value))
 
 
 # ---------------------------------------------------------------- lock

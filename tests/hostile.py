@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import struct
 import tarfile
 import zlib
@@ -294,7 +293,9 @@ def corpus(count: int) -> list[Hostile]:
 
 def stored_rows(sharddir: Path) -> dict[str, dict]:
     """Catalog path -> its shard row, from the newest manifest."""
-    manifest = json.loads(sorted(sharddir.glob("manifest-*.json"))[-1].read_text())
+    from tasks import shards, txlog
+
+    manifest = txlog.read_manifest(*shards.open_dir(str(sharddir)))
     found = {}
     for entry in manifest["shards"]:
         for row in pq.read_table(sharddir / entry["name"]).to_pylist():

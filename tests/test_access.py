@@ -9,7 +9,7 @@ import pytest
 
 from flows.access import get_image, verify
 from tasks.errors import ConfigError
-from tasks import shards
+from tasks import shards, txlog
 
 
 def write_set(root: Path, files: dict[str, bytes], per_shard: int = 8, coded: dict[str, object] | None = None) -> dict:
@@ -18,7 +18,7 @@ def write_set(root: Path, files: dict[str, bytes], per_shard: int = 8, coded: di
     ``coded`` (path -> PIL image) adds items coded with the shipped model, saved under models/.
     """
     fs, base = shards.open_dir(str(root))
-    manifest = shards.empty_manifest()
+    manifest = txlog.empty_manifest()
     index = []
     rows = [{"id": hashlib.sha256(data).hexdigest(), "paths": [path], "kind": "passthrough",
              "original_bytes": len(data), "data": data, "compressed_bytes": len(data),
@@ -51,7 +51,7 @@ def write_set(root: Path, files: dict[str, bytes], per_shard: int = 8, coded: di
     n, c = len(files), len(coded or {})
     manifest["totals"] = {"files": n + c, "items": n + c, "coded": c, "passthrough": n, "duplicate": 0,
                           "skipped": 0, "original_bytes": 0, "stored_bytes": 0}
-    return shards.write_manifest(fs, base, manifest)
+    return txlog.write_manifest(fs, base, manifest)
 
 
 FILES = {f"f/{n:02d}.bin": f"file number {n}".encode() for n in range(20)}
@@ -127,9 +127,9 @@ def test_unreadable_newest_manifest_reads_the_previous_generation_and_says_so(co
     copy = tmp_path / "set"
     shutil.copytree(coded_set, copy)
     fs, root = shards.open_dir(str(copy))
-    current = shards.read_manifest(fs, root)
-    shards.write_manifest(fs, root, current)
-    (copy / shards.manifest_name(current["generation"] + 1)).write_text('{"manifest_version": 1, "gen')
+    current = txlog.read_manifest(fs, root)
+    txlog.write_manifest(fs, root, current)
+    (copy / txlog.log_name(current["generation"] + 1)).write_text('{"manifest_version": 2, "gen')
     result = verify(str(copy))
     assert len(result["problems"]) == 1 and "using generation" in result["problems"][0]
     got = get_image(str(copy), "f/01.bin", str(tmp_path / "one"))

@@ -8,7 +8,7 @@ import pytest
 
 from flows.cli import build_parser, main
 
-COMMANDS = ["ingest", "extract", "train", "compress", "decompress", "get", "verify", "report", "evaluate", "run", "serve"]
+COMMANDS = ["ingest", "extract", "train", "compress", "decompress", "get", "verify", "compact", "report", "evaluate", "run", "serve"]
 
 
 def saepress(*args: str) -> subprocess.CompletedProcess:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,9 @@ def make_archive(folder: Path, count: int = 4, size: int = 48) -> dict[str, str]
 
 
 def manifest(sharddir: Path) -> dict:
-    return json.loads(sorted(sharddir.glob("manifest-*.json"))[-1].read_text())
+    from tasks import shards, txlog
+
+    return txlog.read_manifest(*shards.open_dir(str(sharddir)))
 
 
 def stored_ids(sharddir: Path) -> list[str]:

@@ -99,7 +99,7 @@ def test_ingest_extract_train_compress_on_a_dask_cluster_with_everything_in_s3(p
     from flows.extract import extract_flow
     from flows.ingest import ingest_flow
     from flows.train import train_flow
-    from tasks import patches, shards, training
+    from tasks import patches, shards, training, txlog
 
     fs = fsspec.filesystem("s3")
     fs.mkdir(BUCKET)
@@ -136,7 +136,7 @@ def test_ingest_extract_train_compress_on_a_dask_cluster_with_everything_in_s3(p
     assert result["model"]["uri"] == trained["model_uri"]
 
     s3fs, root = shards.open_dir(sharddir)
-    manifest = shards.read_manifest(s3fs, root)
+    manifest = txlog.read_manifest(s3fs, root)
     assert manifest["totals"]["coded"] + manifest["totals"]["passthrough"] == 3
     assert len(manifest["shards"]) == 3
     assert all(s3fs.isfile(f"{root}/{entry['name']}") for entry in manifest["shards"])

@@ -78,13 +78,13 @@ def test_items_stored_in_two_listed_shards_are_each_reported_duplicated(damaged)
     import pyarrow.parquet as pq
 
     from flows.access import verify
-    from tasks import shards
+    from tasks import shards, txlog
 
     fs, root = shards.open_dir(str(damaged))
-    current = shards.read_manifest(fs, root)
+    current = txlog.read_manifest(fs, root)
     first = current["shards"][0]
     shutil.copy(damaged / first["name"], damaged / "shards" / "copy.parquet")
-    shards.write_manifest(fs, root, dict(current, shards=current["shards"] + [dict(first, name="shards/copy.parquet")]))
+    txlog.write_manifest(fs, root, dict(current, shards=current["shards"] + [dict(first, name="shards/copy.parquet")]))
     ids = pq.read_table(damaged / first["name"]).column("id").to_pylist()
     assert len(ids) == 2
     assert sorted(verify(str(damaged))["problems"]) == sorted(f"duplicated: item {i[:12]} is stored 2 times"
@@ -204,10 +204,10 @@ def test_killed_driver_leaves_no_prefect_server_running(tmp_path):
 _READ_ALL = """
 import sys
 import torch  # loaded by every command that decodes; it makes the exit slow enough for the race to show
-from tasks import shards
+from tasks import shards, txlog
 
 fs, root = shards.open_dir(sys.argv[1])
-manifest = shards.read_manifest(fs, root)
+manifest = txlog.read_manifest(fs, root)
 index = shards.read_index(fs, root, manifest)
 item, shard, _ = next(iter(index.values()))
 shards.read_shard(fs, f"{root}/{shard}", ids=[item])
@@ -316,7 +316,7 @@ def test_full_disk_stops_cleanly_and_the_rerun_resumes(tmp_path, small_disk, pre
     full = compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=1)
     assert [p for p in full["problems"] if p.startswith("disk full at ")], full["problems"]
     assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]
-    if list(out.glob("manifest-*.json")):  # what was committed before the disk filled is a valid shard set
+    if list(out.glob("_log/*.json")):  # what was committed before the disk filled is a valid shard set
         left = verify(str(out))["problems"]  # shards whose commit found no space are leftovers, nothing worse
         assert all(p.startswith(("missing:", "extra:")) for p in left), left
     again = compress_flow(source=str(tmp_path / "src"), out=str(out), shard_max_items=1)
@@ -344,7 +344,7 @@ def test_killed_job_then_rerun_stores_each_item_once(tmp_path, prefect_harness):
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while not list(out.glob("manifest-*.json")) and time.monotonic() < deadline and job.poll() is None:
+        while not list(out.glob("_log/*.json")) and time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.05)
         running = job.poll() is None
     finally:
@@ -375,14 +375,14 @@ def test_shard_set_on_s3(shard_set, s3, tmp_path, prefect_harness):
 
     from flows.access import get_image, verify
     from flows.compress import compress_flow, decompress_flow
-    from tasks import shards
+    from tasks import shards, txlog
 
     url = f"{s3}/set"
     workdir = shard_set / "set"  # a WORKDIR: its catalog.parquet is reused, nothing is ingested again
     result = compress_flow(source=str(workdir), out=url, shard_max_items=3)
     assert result["problems"] == []
     fs = s3fs.S3FileSystem()
-    assert fs.exists(f"{url}/{shards.manifest_name(manifest_generation := result['manifest_generation'])}")
+    assert (manifest_generation := result["manifest_generation"]) in txlog.log_files(*shards.open_dir(url))
     assert manifest_generation >= 1 and not fs.exists(f"{url}/.lock")
     assert verify(url, decode=True)["problems"] == []
     notes = (shard_set / "src" / "notes.txt").read_bytes()

@@ -7,7 +7,6 @@ stored item (CRC, content hash, or, with --decode, the exactness hash).
 from __future__ import annotations
 
 import io
-import json
 import zlib
 from pathlib import Path
 
@@ -41,7 +40,9 @@ def expected_kind(fidelity: str, name: str) -> str:
 
 
 def manifest(sharddir: Path) -> dict:
-    return json.loads(sorted(sharddir.glob("manifest-*.json"))[-1].read_text())
+    from tasks import shards, txlog
+
+    return txlog.read_manifest(*shards.open_dir(str(sharddir)))
 
 
 def rows(sharddir: Path) -> dict[str, dict]:
@@ -185,14 +186,14 @@ def _rewrite_row(sharddir: Path, name: str, change, fix_crc: bool = True) -> Non
     table = table.set_column(table.schema.get_field_index("data"), "data", pa.array(data, pa.large_binary()))
     table = table.set_column(table.schema.get_field_index("crc32"), "crc32", pa.array(crc, pa.int64()))
     pq.write_table(table, path)
-    m_path = sorted(sharddir.glob("manifest-*.json"))[-1]
-    m = json.loads(m_path.read_text())
-    from tasks import shards
+    from tasks import shards, txlog
 
+    fs, root = shards.open_dir(str(sharddir))
+    m = txlog.read_manifest(fs, root)
     for entry in m["shards"]:
         if entry["name"] == row["shard"]:
             entry.update(bytes=path.stat().st_size, sha256=shards.sha256_hex(path.read_bytes()))
-    m_path.write_text(json.dumps(m))
+    txlog.write_manifest(fs, root, m)
 
 
 @pytest.mark.parametrize("fidelity, name", EXACT_ITEMS)

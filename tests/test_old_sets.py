@@ -63,3 +63,18 @@ def test_decompress_writes_every_file_of_a_v1_set_back(v1_set, tmp_path):
                for p in (tmp_path / "back").rglob("*") if p.is_file()}
     assert sorted(written) == sorted(EXPECTED)
     assert all(came_back_as_made(name, data) for name, data in written.items())
+
+
+@pytest.mark.slow
+def test_the_next_job_on_a_v1_set_writes_the_log_and_loses_nothing(v1_set, prefect_harness):
+    from flows.compress import compress_flow
+    from tasks import txlog
+
+    before = txlog.read_manifest(*shards.open_dir(str(v1_set)))
+    # The set is its own WORKDIR (its catalog.parquet): everything catalogued is stored, so the job only commits.
+    result = compress_flow(source=str(v1_set), out=str(v1_set), model=str(MODEL))
+    assert result["problems"] == [] and result["totals"]["new_items"] == 0
+    after = txlog.read_manifest(*shards.open_dir(str(v1_set)))
+    assert after["manifest_version"] == 2 and after["shards"] == before["shards"]
+    assert after["totals"]["files"] == before["totals"]["files"] and len(after["jobs"]) == 3
+    assert verify(str(v1_set), decode=True)["problems"] == []

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from flows.serve import api_url, server_healthy
-from tasks import shards
+from tasks import shards, txlog
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +117,7 @@ parameters = {{source = "{SAMPLES}/*.png", out = "shards", quality = 40}}
         assert deployment["entrypoint"] == "flows.compress.compress_flow"
         assert run["parameters"]["out"] == str(out)  # relative to saepress.toml
         fs, root = shards.open_dir(str(out))
-        manifest = shards.read_manifest(fs, root)
+        manifest = txlog.read_manifest(fs, root)
         assert manifest["totals"]["coded"] + manifest["totals"]["passthrough"] == 3
     finally:
         _stop_tree(proc, started)

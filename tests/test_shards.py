@@ -1,4 +1,4 @@
-"""Shard files, manifest generations, the writer's lock, and the planning/accounting the driver does."""
+"""Shard files, garbage collection, the writer's lock, and the planning/accounting the driver does."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,7 @@ import pytest
 
 from tasks import compress as units
 from tasks import plan as planning
-from tasks import shards
+from tasks import shards, txlog
 
 
 def _row(item: str, data: bytes, kind: str = "passthrough") -> dict:
@@ -38,66 +38,13 @@ def test_shard_roundtrip_sorted_with_metadata(count):
     assert [r["id"] for r in one] == [wanted] and one[0]["data"] == rows[count // 2]["data"]
 
 
-def test_manifest_generations_latest_wins_and_old_ones_pruned(tmp_path):
-    fs, root = shards.open_dir(str(tmp_path))
-    assert shards.read_manifest(fs, root, required=False)["generation"] == 0
-    with pytest.raises(shards.ShardDirError, match="no manifest"):
-        shards.read_manifest(fs, root)
-    for n in range(1, 6):
-        committed = shards.write_manifest(fs, root, dict(shards.empty_manifest(), skipped=[{"n": n}]))
-        assert committed["generation"] == n
-    assert shards.read_manifest(fs, root)["skipped"] == [{"n": 5}]
-    assert len(list(tmp_path.glob("manifest-*.json"))) == shards.MANIFEST_KEEP
-    assert not list(tmp_path.glob("*.tmp"))
-
-
-def test_manifest_from_a_newer_saepress_is_refused(tmp_path):
-    (tmp_path / shards.manifest_name(1)).write_text(json.dumps({"manifest_version": 99}))
-    fs, root = shards.open_dir(str(tmp_path))
-    with pytest.raises(shards.ShardDirError, match="upgrade saepress"):
-        shards.read_manifest(fs, root)
-
-
-@pytest.mark.parametrize("damage, message", [
-    (lambda m: m.pop("shards"), "missing or malformed: shards"),
-    (lambda m: m.update(totals=None), "missing or malformed: totals"),
-    (lambda m: m["index"].append({"name": "index/i.parquet"}), "lacks name, rows, bytes, sha256"),
-    (lambda m: m["shards"].append({"name": "../../etc/x.parquet", "rows": 1, "bytes": 1, "sha256": "0"}),
-     "points outside shards/"),
-])
-def test_manifest_missing_what_it_must_hold_is_named(tmp_path, damage, message):
-    fs, root = shards.open_dir(str(tmp_path))
-    manifest = shards.empty_manifest()
-    damage(manifest)
-    (tmp_path / shards.manifest_name(1)).write_text(json.dumps(manifest))
-    with pytest.raises(shards.ShardDirError, match=f"incomplete.*{message}"):
-        shards.read_manifest(fs, root)
-
-
-@pytest.mark.parametrize("newest", [b"{\"manifest_version\": 1, \"gener", b"", b"[]", b"{\"manifest_version\": 1}"])
-def test_unreadable_newest_manifest_falls_back_to_the_newest_valid_one(tmp_path, newest):
-    fs, root = shards.open_dir(str(tmp_path))
-    for n in (1, 2):
-        shards.write_manifest(fs, root, dict(shards.empty_manifest(), skipped=[{"n": n}]))
-    (tmp_path / shards.manifest_name(3)).write_bytes(newest)
-    with pytest.raises(shards.ShardDirError, match=shards.manifest_name(3)):
-        shards.read_manifest(fs, root)  # strict: a writer must not build on a guess
-    fallbacks: list[str] = []
-    assert shards.read_manifest(fs, root, fallbacks=fallbacks)["skipped"] == [{"n": 2}]
-    assert len(fallbacks) == 1 and shards.manifest_name(3) in fallbacks[0] and "generation 2" in fallbacks[0]
-    for n in (1, 2):
-        (tmp_path / shards.manifest_name(n)).write_bytes(newest)
-    with pytest.raises(shards.ShardDirError, match="no valid manifest"):
-        shards.read_manifest(fs, root, fallbacks=[])
-
-
 def test_garbage_collection_keeps_only_listed_files(tmp_path):
     fs, root = shards.open_dir(str(tmp_path))
     for name in ("shards/a.parquet", "shards/b.parquet", "index/i.parquet"):
         shards.put_atomic(fs, f"{root}/{name}", b"x")
     (tmp_path / "manifest-00000009.json.abc.tmp").write_bytes(b"half")
-    manifest = dict(shards.empty_manifest(), shards=[{"name": "shards/a.parquet"}], index=[])
-    removed = shards.collect_garbage(fs, root, manifest)
+    manifest = dict(txlog.empty_manifest(), shards=[{"name": "shards/a.parquet"}], index=[])
+    removed = txlog.collect_garbage(fs, root, manifest)
     assert len(removed) == 3
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["a.parquet"]
 

@@ -5,14 +5,13 @@ The batch-level failure is injected into compress_batch on an in-process Dask cl
 worker killed mid-job, is tests/test_dask_cluster.py)."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from fixtures_archives import local_cluster
 from hostile import photo
 
 from tasks import compress as units
-from tasks import plan
+from tasks import plan, shards, txlog
 
 pytestmark = pytest.mark.slow
 REAL_BATCH = units.compress_batch
@@ -39,7 +38,7 @@ def test_a_poisonous_item_never_keeps_the_rest_of_its_batch_out(tmp_path, monkey
     monkeypatch.setattr(units, "compress_batch", poisoned("img3.png", always))
     with local_cluster(workers=1, processes=False) as address:
         result = compress_flow(source=str(src), out=str(tmp_path / "set"), shard_max_items=6, dask_address=address)
-    totals = json.loads(sorted((tmp_path / "set").glob("manifest-*.json"))[-1].read_text())["totals"]
+    totals = txlog.read_manifest(*shards.open_dir(str(tmp_path / "set")))["totals"]
     if always:
         assert (totals["coded"], totals["passthrough"]) == (5, 0)
         assert len(result["problems"]) == 2 and "img3.png" in result["problems"][0]  # the batch, the missing file
