@@ -5,6 +5,7 @@ import hashlib
 import os
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fixtures_archives import (TEST_MAX_BYTES, Case, _noise, bomb_png, common_cases, encode, expected_rows,
@@ -14,7 +15,8 @@ from PIL import Image
 
 from flows.ingest import ingest_flow
 from tasks.errors import ConfigError
-from tasks.ingest import BATCH_FILES, CATALOG_SCHEMA, make_batches, probe_file
+from tasks import store
+from tasks.ingest import BATCH_FILES, CATALOG_SCHEMA, catalog_url, make_batches, probe_file
 from tasks.sources import open_source
 
 CASES = common_cases()
@@ -88,8 +90,13 @@ def _build(kind: str, tmp_path):
     raise ValueError(kind)
 
 
+def _catalog(out) -> pa.Table:
+    """The catalog of a WORKDIR, a local folder or a URL."""
+    return store.read_table(catalog_url(store.location(str(out))))
+
+
 def _check_catalog(result, out, url, cases):
-    table = pq.read_table(out / "catalog.parquet")
+    table = _catalog(out)
     assert table.schema.remove_metadata() == CATALOG_SCHEMA
     assert table.schema.metadata[b"saepress.catalog_version"] == b"1"
     assert table.schema.metadata[b"saepress.source"] == url.encode()
@@ -118,24 +125,27 @@ def test_ingest_catalogues_every_file_exactly(tmp_path, kind, process_cluster):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_ingest_memory_source_is_idempotent_and_grows(tmp_path, thread_cluster):
+def test_ingest_is_idempotent_and_grows_with_the_workdir_on_an_object_store(thread_cluster):
     url = _memory_source("grow", CASES)
-    out = tmp_path / "work"
-    first = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
+    out = "memory://ingest-test/work-grow"  # an fsspec URL: the catalog is PUT whole, read back from there
+    if fsspec.filesystem("memory").exists(out):
+        fsspec.filesystem("memory").rm(out, recursive=True)
+    first = ingest_flow(url, out, max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
     _check_catalog(first, out, url, CASES)
-    before = pq.read_table(out / "catalog.parquet").to_pylist()
+    assert first["catalog"] == f"{out}/catalog.parquet"
+    before = _catalog(out).to_pylist()
 
-    again = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
+    again = ingest_flow(url, out, max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
     assert again["new"] == 0
-    assert pq.read_table(out / "catalog.parquet").to_pylist() == before
+    assert _catalog(out).to_pylist() == before
 
     # New files, one of which sorts before every old one and copies an old ok image: old rows keep their roles.
     added = [Case("0_first_copy_of_photo.jpg", CASES[0].data, "duplicate"),
              Case("z/new.jpg", rgb_jpeg(50, 40, 77), "ok", info={})]
     fs = fsspec.filesystem("memory")
     write_fs(fs, url.removeprefix("memory://"), added)
-    grown = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
-    rows = pq.read_table(out / "catalog.parquet").to_pylist()
+    grown = ingest_flow(url, out, max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
+    rows = _catalog(out).to_pylist()
     assert grown["new"] == 2 and grown["seen"] == len(CASES) + 2
     assert rows[: len(before)] == before
     assert [(r["path"], r["status"], r["duplicate_of"]) for r in rows[len(before):]] == [
@@ -144,10 +154,10 @@ def test_ingest_memory_source_is_idempotent_and_grows(tmp_path, thread_cluster):
     # A file that changed size is probed again; a file that disappeared leaves the catalog.
     fs.pipe_file(url.removeprefix("memory://") + "/z/new.jpg", rgb_png(30, 30, 5))
     fs.rm(url.removeprefix("memory://") + "/bad/notes.jpg")
-    changed = ingest_flow(url, str(out), max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
+    changed = ingest_flow(url, out, max_bytes=TEST_MAX_BYTES, dask_address=thread_cluster)
     assert changed["new"] == 1 and changed["seen"] == len(CASES) + 1
     assert "(new 0, changed 1, already catalogued 16, gone since last run 1)" in changed["report"][1]
-    row = [r for r in pq.read_table(out / "catalog.parquet").to_pylist() if r["path"] == "z/new.jpg"][0]
+    row = [r for r in _catalog(out).to_pylist() if r["path"] == "z/new.jpg"][0]
     assert row["format"] == "PNG"
 
 

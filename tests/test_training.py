@@ -185,6 +185,44 @@ def test_describe_patches_metadata_and_hash(tmp_path):
     assert patch_stream.describe_patches(str(workdir))["data_hash"] != dataset["data_hash"]
 
 
+def test_a_workdir_on_an_object_store_url_is_written_whole_indexed_and_streamed_like_a_local_one(tmp_path):
+    """memory:// is an fsspec object store in this process: parts are PUT whole, listed, indexed and streamed there
+    as on a local disk (the loopback test in test_deploy_dask_s3 does the same on S3 with Dask workers)."""
+    import fsspec
+
+    from sae_model import PATCH_SPEC
+    from tasks import patches, store
+
+    local = make_workdir(tmp_path, images=4, val=1, per_image=40)
+    remote = "memory://saepress-training-test/work"
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(f"{remote}/catalog.parquet", (local / "catalog.parquet").read_bytes())
+    metadata = pq.read_schema(local / "patches" / "part-00000.parquet").metadata
+    items = [(row["id"], row["path"], "val" if index >= 3 else "train")
+             for index, row in enumerate(pq.read_table(local / "catalog.parquet").to_pylist())]
+    for part in range(2):  # as make_workdir wrote them locally
+        result = patches.extract_batch(str(tmp_path / "archive"), items[part::2],
+                                       f"{remote}/patches/part-{part:05d}.parquet", 40, 0,
+                                       {k.decode(): v.decode() for k, v in metadata.items()
+                                        if k.startswith(b"saepress.")}, 10**8)
+        assert result["part"] == f"part-{part:05d}.parquet"
+    assert not [name for name in store.list_names(f"{remote}/patches") if name.endswith(".tmp")]
+
+    there, here = patch_stream.describe_patches(remote), patch_stream.describe_patches(str(local))
+    assert there["data_hash"] == here["data_hash"] and there["files"] == here["files"]
+    assert {c["path"] for c in there["chunks"]} == {f"{remote}/patches/part-0000{i}.parquet" for i in range(2)}
+    streams = [patch_stream.PatchStream(d["chunks"], PATCH_SPEC["dim"], 0, 64) for d in (there, here)]
+    assert np.array_equal(*(s.head(100) for s in streams))
+    assert validation.fetch_validation_images(remote, here["val_image_ids"], 1) == \
+        validation.fetch_validation_images(str(local), here["val_image_ids"], 1)
+
+    # A later extraction with fewer parts deletes the parts (and temp files) it did not write, on the store too.
+    fs.pipe_file(f"{remote}/patches/.crashed.tmp", b"half")
+    assert patches.remove_stale_parts(f"{remote}/patches", {"part-00000.parquet"}) == 2
+    assert [c["path"] for c in patch_stream.describe_patches(remote)["chunks"]] == [
+        f"{remote}/patches/part-00000.parquet"]
+
+
 @pytest.mark.parametrize("steps, evaluations, expected", [
     (300, 2, [150, 300]), (10, 4, [3, 5, 8, 10]), (3, 4, [1, 2, 3]), (7, 1, [7]),
 ])
