@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from pathlib import Path
-from typing import IO
 
 import fsspec
 import pyarrow as pa
@@ -48,11 +47,6 @@ def exists(url: str) -> bool:
     return fs.isfile(path)
 
 
-def open_input(url: str) -> IO[bytes]:
-    fs, path = _fs(url)
-    return fs.open(path, "rb")
-
-
 def parquet_file(url: str) -> pq.ParquetFile:
     """A Parquet file read in place: on an object store only the footer and the column chunks asked for are
     fetched (ranged GETs), so a row group can be streamed without downloading the whole part."""
@@ -80,7 +74,8 @@ def size(url: str) -> int:
 
 def sha256(url: str) -> str:
     digest = hashlib.sha256()
-    with open_input(url) as handle:
+    fs, path = _fs(url)
+    with fs.open(path, "rb") as handle:
         for block in iter(lambda: handle.read(2**20), b""):
             digest.update(block)
     return digest.hexdigest()
