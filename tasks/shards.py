@@ -240,10 +240,47 @@ def _cells(row: dict[str, Any]) -> dict[str, Any]:
 def read_shard(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None,
                ids: Iterable[str] | None = None) -> pa.Table:
     """Rows of a shard (or of any Parquet file saepress wrote): optionally only some columns, or only the rows of
-    some ids (only the row groups whose id statistics allow them are read)."""
+    some ids (only the row groups whose id statistics allow them are read; from an object store, only they and the
+    footer are fetched)."""
     if is_local(fs):
         return _read_rows(path, columns, ids)
-    return _read_rows(pa.BufferReader(_arrow_owned(fs.cat_file(path))), columns, ids)
+    if ids is None:
+        return _read_rows(pa.BufferReader(_arrow_owned(fs.cat_file(path))), columns, ids)
+    wanted = sorted(set(ids))
+    names = columns or None
+    table = read_row_groups(fs, path, lambda meta: [g for g in range(meta.num_row_groups)
+                                                    if _may_hold(meta.row_group(g), wanted)],
+                            None if names is None else list(dict.fromkeys([*names, "id"])))
+    table = table.filter(pc.is_in(table["id"], value_set=pa.array(wanted, pa.string())))
+    return table if names is None else table.select(names)
+
+
+def read_row_groups(fs: fsspec.AbstractFileSystem, path: str, choose, columns: list[str] | None) -> pa.Table:
+    """The row groups ``choose(metadata)`` picks of a Parquet file. Locally the file is read by path; from an object
+    store one ranged GET fetches the footer and one each row group into an Arrow buffer of the file's size (Arrow
+    reads only its own memory, see below), so a lookup in a large file costs two small GETs, not the whole file."""
+    if is_local(fs):
+        parquet = pq.ParquetFile(path)
+        return parquet.read_row_groups(choose(parquet.metadata), columns=columns)
+    size = fs.size(path)
+    buffer = pa.allocate_buffer(size)
+    view = memoryview(buffer).cast("B")
+    tail = fs.cat_file(path, start=max(0, size - 65536), end=size)
+    footer = int.from_bytes(tail[-8:-4], "little") + 8
+    if footer > len(tail):
+        tail = fs.cat_file(path, start=size - footer, end=size)
+    view[size - len(tail):] = tail
+    parquet = pq.ParquetFile(pa.BufferReader(buffer))
+    groups = choose(parquet.metadata)
+    for g in groups:
+        group = parquet.metadata.row_group(g)
+        chunks = [group.column(c) for c in range(group.num_columns)]
+        start = min(c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset for c in chunks)
+        end = max((c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset)
+                  + c.total_compressed_size for c in chunks)
+        view[start:end] = fs.cat_file(path, start=start, end=end)
+    view.release()
+    return parquet.read_row_groups(groups, columns=columns)
 
 
 def read_shard_bytes(data: bytes, ids: Iterable[str] | None = None) -> pa.Table:
@@ -371,16 +408,17 @@ def find_indexed(fs: fsspec.AbstractFileSystem, root: str, manifest: dict, key: 
 
 
 def _rows_near(fs, path: str, key: str, value: str, prefix: bool) -> pa.Table:
-    source = path if is_local(fs) else pa.BufferReader(_arrow_owned(fs.cat_file(path)))
-    parquet = pq.ParquetFile(source)
-    column = parquet.schema_arrow.get_field_index(key)
-    groups = []
-    for g in range(parquet.metadata.num_row_groups):
-        stats = parquet.metadata.row_group(g).column(column).statistics
-        low, high = (stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None)
-        if low is None or (low[:len(value)] if prefix else low) <= value <= (high[:len(value)] if prefix else high):
-            groups.append(g)
-    table = parquet.read_row_groups(groups, columns=INDEX_SCHEMA.names)
+    def near(metadata) -> list[int]:
+        column = metadata.schema.to_arrow_schema().get_field_index(key)
+        groups = []
+        for g in range(metadata.num_row_groups):
+            stats = metadata.row_group(g).column(column).statistics
+            low, high = (stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None)
+            if low is None or (low[:len(value)] if prefix else low) <= value <= (high[:len(value)] if prefix else high):
+                groups.append(g)
+        return groups
+
+    table = read_row_groups(fs, path, near, INDEX_SCHEMA.names)
     keys = table[key]
     return table.filter(pc.starts_with(keys, value) if prefix else pc.equal(keys, value))
 

@@ -104,3 +104,23 @@ def _first_commit(fs, root, rows) -> None:
     shards.put_atomic(fs, f"{root}/index/first.parquet", data)
     txlog.write_manifest(fs, root, dict(txlog.empty_manifest(), index=[
         {"name": "index/first.parquet", "rows": len(rows), "bytes": len(data), "sha256": shards.sha256_hex(data)}]))
+
+
+def test_get_from_an_object_store_fetches_a_footer_and_a_row_group_not_whole_files(tmp_path, monkeypatch):
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    url = "memory://get-ranges"
+    files = {f"p/{n:06d}.bin": f"file {n}".encode() * 8 for n in range(3 * shards.INDEX_GROUP_ROWS)}
+    write_set(url, files, per_shard=len(files))  # one large shard of many row groups
+    compact(url)
+    fetched: dict[str, int] = {}
+    real = MemoryFileSystem.cat_file
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", lambda self, path, start=None, end=None, **kw: fetched.update(
+        {path: fetched.get(path, 0) + len(data := real(self, path, start, end, **kw))}) or data)
+    assert get_image(url, "p/005000.bin", str(tmp_path / "one"))["problems"] == []
+    assert (tmp_path / "one").read_bytes() == files["p/005000.bin"]
+    fs, root = shards.open_dir(url)
+    for path, size in fetched.items():
+        if path.endswith(".parquet"):
+            assert size < fs.size(path) / 2, (path, size, fs.size(path))
+    MemoryFileSystem.store.clear()
