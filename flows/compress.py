@@ -1,8 +1,9 @@
 """`saepress compress` and `saepress decompress`: an archive into a self-contained shard set, and back.
 
-Compress: lock SHARDDIR -> catalog (ingest, or an existing WORKDIR's) -> resolve the model once and copy it into
-SHARDDIR/models/<fingerprint>/ -> plan shard-sized batches of what is not stored yet -> Dask workers write shards
--> the driver commits the manifest as batches finish and at the end (tasks.commit) -> MLflow lineage run.
+Compress: lock SHARDDIR -> catalog (ingest, or an existing WORKDIR's) -> plan shard-sized batches of what is not
+stored yet, from the catalog read in Parquet batches (tasks.plan) -> resolve the model once and copy it into
+SHARDDIR/models/<fingerprint>/ -> Dask workers write shards, a bounded window at a time -> the driver commits the
+manifest as batches finish and at the end (tasks.commit) -> MLflow lineage run.
 A crash loses at most the uncommitted batches; the next run skips everything committed and deletes the leftovers.
 """
 from __future__ import annotations
@@ -115,17 +116,17 @@ def _compress_locked(settings, source, out, model, rate, skip_rejected, shard_ma
         # A damaged or empty archive is this job's problem too, not only the catalog's.
         problems += ingest_flow(source=source, out=out, dask_address=dask_address)["source_problems"]
         catalog_url = f"{out.rstrip('/')}/{plan.CATALOG}"
-    catalog, source_url = plan.read_catalog(catalog_url)
-    resolved = resolve_model(model, settings.model_name, out)
     manifest, lost = plan.drop_lost(fs, root, manifest)
     problems += lost
-    index = plan.stored_index(fs, root, manifest)
-    batches = plan.plan_job(catalog, index, skip_rejected, shard_max_items, shard_max_bytes)
+    catalog, source_url = plan.open_catalog(catalog_url)
+    job_plan = plan.plan_job(plan.catalog_batches(catalog), plan.stored_index(fs, root, manifest), skip_rejected,
+                             shard_max_items, shard_max_bytes)
+    resolved = resolve_model(model, settings.model_name, out)
     job = {"job": job_id, "started": shards.now(), "finished": None, "parameters": parameters,
            "model_fingerprint": resolved["fingerprint"]}
-    committer = Committer(out, manifest, job, resolved, catalog, batches, index)
+    committer = Committer(out, manifest, job, resolved, job_plan)
     with dask_client(settings):
-        stats = store_batches(source_url, out, committer, resolved, rate, parameters["fidelity"])
+        stats = store_batches(source_url, out, committer, job_plan, resolved, rate, parameters["fidelity"])
     stats["problems"] = problems + stats["problems"]
     job["finished"] = shards.now()
     metrics = job_metrics(stats, time.time() - started)

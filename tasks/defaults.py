@@ -28,9 +28,20 @@ class ShardLimits:
     max_bytes: int = 128 * 2**20    # bytes of the originals it holds
 
 
+@dataclass(frozen=True)
+class Window:
+    """Calls in flight on Dask at once (tasks/fanout.py): a few per worker thread keep every worker busy while the
+    driver reads a result, and bound the futures, results and planned batches the driver holds whatever the
+    archive size. Calls wait on the driver as plain arguments until the window has room."""
+
+    per_thread: int = 2
+    least: int = 8
+
+
 INGEST = IngestLimits()
 EXTRACT = ExtractOptions()
 SHARDS = ShardLimits()
+WINDOW = Window()
 TRAIN_SEED = 0
 TRAIN_STARTS = ("auto", "warm", "cold")
 TRAIN_START = "auto"

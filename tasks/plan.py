@@ -1,17 +1,35 @@
 """What a job will do, decided on the driver: the catalog it works from, the batches of a compress job, where every
 catalogued file ended up, and which stored item a decompress writes to which paths.
+
+Planning is Arrow work, never a Python object per catalog row: the catalog is read in Parquet batches, each one
+anti-joined on path against the stored index (rows whose path already maps to their id are stored); what is left
+is grouped by id, deduplicated against the stored ids, and cut into shard-sized batches that become Python dicts
+only when one is submitted. The driver holds a few Arrow columns per new item (~200 bytes) whatever the archive.
 """
 from __future__ import annotations
 
-import fsspec
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
-from tasks import shards
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tasks import shards, store
 from tasks.compress import output_name
 from tasks.errors import ConfigError
+from tasks.ingest import CATALOG_SCHEMA
 
 CATALOG = "catalog.parquet"
+# The catalog columns planning reads; nothing else of a row is ever loaded on the driver.
+CATALOG_COLUMNS = ["id", "path", "size", "status", "format", "error", "reason"]
+_PLANNED = pa.schema([CATALOG_SCHEMA.field(column) for column in CATALOG_COLUMNS])
+# Catalog rows per Parquet batch read: big enough for Arrow's joins to pay, small next to any catalog worth it.
+READ_ROWS = 65_536
+# What a batch item carries to the worker (tasks.compress.compress_batch), in the order it is planned.
+ITEM_COLUMNS = ["id", "paths", "status", "format", "reason", "size"]
 
 
 def find_catalog(source: str) -> str | None:
@@ -26,15 +44,19 @@ def find_catalog(source: str) -> str | None:
     return None
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def read_catalog(url: str) -> tuple[list[dict], str]:
-    """Catalog rows (the columns planning needs) and the source URL ingest recorded."""
-    fs, path = fsspec.core.url_to_fs(url)
-    table = shards.read_shard(fs, path, columns=["id", "path", "size", "status", "format", "error", "reason"])
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+def open_catalog(url: str) -> tuple[pq.ParquetFile, str]:
+    """The catalog as a Parquet file read in place, in batches (tasks.store.parquet_file: on an object store only
+    the footer and the column chunks asked for are fetched), and the source URL ingest recorded."""
+    catalog = store.parquet_file(url)
+    meta = {k.decode(): v.decode() for k, v in (catalog.schema_arrow.metadata or {}).items()}
     if "saepress.source" not in meta:
         raise ConfigError(f"{url} has no saepress.source metadata: it was not written by `saepress ingest`")
-    return table.to_pylist(), meta["saepress.source"]
+    return catalog, meta["saepress.source"]
+
+
+def catalog_batches(catalog: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
+    """The planning columns of the catalog, READ_ROWS rows at a time."""
+    return catalog.iter_batches(batch_size=READ_ROWS, columns=CATALOG_COLUMNS)
 
 
 def drop_lost(fs, root: str, manifest: dict) -> tuple[dict, list[str]]:
@@ -61,49 +83,97 @@ def drop_lost(fs, root: str, manifest: dict) -> tuple[dict, list[str]]:
     return dict(manifest, **kept), problems
 
 
-def stored_index(fs, root: str, manifest: dict) -> dict[str, tuple[str, str, str]]:
-    """The index (path -> id, shard, kind) restricted to shards the manifest lists: what is stored."""
-    listed = {entry["name"] for entry in manifest["shards"]}
-    return {path: entry for path, entry in shards.read_index(fs, root, manifest).items() if entry[1] in listed}
+def stored_index(fs, root: str, manifest: dict) -> pa.Table:
+    """The index (shards.index_table: path, id, shard, kind, one row per path, the last listed winning) restricted
+    to shards the manifest lists: what is stored."""
+    table = shards.index_table(fs, root, manifest)
+    listed = pa.array([entry["name"] for entry in manifest["shards"]], pa.string())
+    return table.filter(pc.is_in(table["shard"], value_set=listed))
 
 
-def plan_job(catalog: list[dict], index: dict[str, tuple[str, str, str]], skip_rejected: bool,
-             max_items: int, max_bytes: int) -> dict:
+@dataclass
+class Plan:
+    """A compress job's work: the new items cut into batches, the index entries of new paths whose content is
+    stored already (duplicates), the files it leaves out (skipped), and ``counts``: where the catalog's files are
+    once the duplicates are committed and before any batch is (what each stored batch adds: tasks.commit.tally)."""
+
+    items: pa.Table              # ITEM_COLUMNS, in storing order
+    starts: np.ndarray           # row of items where each batch begins
+    duplicates: pa.Table         # shards.INDEX_SCHEMA rows
+    skipped: list[dict]          # {path, id, reason}
+    counts: dict[str, int]       # files, every kind of shards.KINDS, duplicate, skipped
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batches(self) -> Iterator[list[dict]]:
+        """Each batch's items as dicts (tasks.compress.compress_batch's ``items``), made as they are asked for."""
+        ends = [*self.starts[1:].tolist(), self.items.num_rows]
+        for start, end in zip(self.starts.tolist(), ends):
+            yield self.items.slice(start, end - start).to_pylist()
+
+    def total(self) -> tuple[int, int]:
+        """Items to store and their originals' bytes."""
+        return self.items.num_rows, int(pc.sum(self.items["size"]).as_py() or 0)
+
+
+def plan_job(catalog: Iterable[pa.RecordBatch], index: pa.Table, skip_rejected: bool, max_items: int,
+             max_bytes: int) -> Plan:
     """Split the catalog rows not yet stored into shard-sized batches.
 
     A row is stored already when the index maps its path to its id. New paths whose content is stored already
     become index entries only (duplicates); rejected files are listed as skipped with ``skip_rejected``; rows
-    without an id (ingest could not read them) are always listed as skipped. Shards are bounded by item count and
-    by the originals' bytes (coded items shrink, passthrough items do not); a single larger file gets a shard alone.
+    without an id (ingest could not read them) are always listed as skipped. Paths of the same new content become
+    one item, described by its first row that is not a catalog duplicate. Shards are bounded by item count and by
+    the originals' bytes (coded items shrink, passthrough items do not); a single larger file gets a shard alone.
     """
-    stored = {entry[0]: entry for entry in index.values()}
-    groups: dict[str, list[dict]] = {}
-    skipped, duplicates = [], []
-    for row in catalog:
-        if row["id"] is None:
-            skipped.append({"path": row["path"], "id": None, "reason": row.get("reason") or "unreadable"})
-        elif index.get(row["path"], (None,))[0] != row["id"]:
-            groups.setdefault(row["id"], []).append(row)
-    batches: list[list[dict]] = []
-    batch_bytes = 0
-    for item_id, rows in groups.items():
-        paths = [row["path"] for row in rows]
-        if item_id in stored:
-            _, shard, kind = stored[item_id]
-            duplicates += [{"path": path, "id": item_id, "shard": shard, "kind": kind} for path in paths]
-            continue
-        first = next((row for row in rows if row["status"] != "duplicate"), rows[0])
-        if first["status"] == "rejected" and skip_rejected:
-            skipped += [{"path": path, "id": item_id, "reason": first.get("reason") or first.get("error")}
-                        for path in paths]
-            continue
-        if not batches or len(batches[-1]) >= max_items or batch_bytes + (first["size"] or 0) > max_bytes:
-            batches.append([])
-            batch_bytes = 0
-        batches[-1].append({"id": item_id, "paths": paths, "status": first["status"], "format": first.get("format"),
-                            "reason": first.get("reason"), "size": first["size"] or 0})
-        batch_bytes += first["size"] or 0
-    return {"batches": batches, "duplicates": duplicates, "skipped": skipped}
+    counts = {"files": 0, **dict.fromkeys(shards.KINDS, 0), "duplicate": 0, "skipped": 0}
+    unread, stored, new = [], [], []
+    for batch in catalog:
+        rows = pa.Table.from_batches([batch]).select(CATALOG_COLUMNS).cast(_PLANNED)
+        rows = rows.append_column("_n", pa.array(np.arange(counts["files"], counts["files"] + rows.num_rows)))
+        counts["files"] += rows.num_rows
+        unread.append(rows.filter(pc.is_null(rows["id"])).select(["path", "reason"]))
+        rows = rows.filter(pc.is_valid(rows["id"]))
+        at = pc.index_in(rows["path"], value_set=index["path"])
+        here = pc.fill_null(pc.equal(rows["id"], index["id"].take(at)), False)
+        stored.append(pa.table({"id": rows["id"], "kind": index["kind"].take(at)}).filter(here))
+        new.append(rows.filter(pc.invert(here)))
+    skipped = [{"path": row["path"], "id": None, "reason": row["reason"] or "unreadable"}
+               for part in unread for row in part.to_pylist()]
+    # Per stored content its first path counts as its kind and every other one as a duplicate.
+    stored = pa.concat_tables(stored) if stored else pa.table({"id": pa.array([], pa.string()),
+                                                               "kind": pa.array([], pa.string())})
+    kinds = stored.group_by("id", use_threads=False).aggregate([("kind", "first")])
+    _add_kinds(counts, kinds["kind_first"])
+    counts["duplicate"] += stored.num_rows - kinds.num_rows
+    groups = _group_by_id(new)
+    # New paths of content stored under another path: index entries only.
+    on_id = index.group_by("id", use_threads=False).aggregate([("shard", "last"), ("kind", "last")])
+    at = pc.index_in(groups["id"], value_set=on_id["id"])
+    known = pc.is_valid(at)
+    duplicates = groups.filter(known).select(["id", "paths"])
+    at = at.filter(known)
+    # Content none of whose catalogued paths was stored yet: one of its new paths counts as its kind.
+    first = pc.invert(pc.is_in(duplicates["id"], value_set=kinds["id"]))
+    _add_kinds(counts, on_id["kind_last"].take(at.filter(first)))
+    counts["duplicate"] += (pc.sum(pc.list_value_length(duplicates["paths"])).as_py() or 0) - \
+        (pc.sum(first.cast(pa.int64())).as_py() or 0)
+    owner = pc.list_parent_indices(duplicates["paths"])
+    duplicates = pa.table({"path": pc.list_flatten(duplicates["paths"]), "id": duplicates["id"].take(owner),
+                           "shard": on_id["shard_last"].take(at).take(owner),
+                           "kind": on_id["kind_last"].take(at).take(owner)}, schema=shards.INDEX_SCHEMA)
+    groups = groups.filter(pc.invert(known))
+    if skip_rejected:
+        rejected = pc.equal(groups["status"], "rejected")
+        skipped += [{"path": path, "id": row["id"], "reason": row["reason"] or row["error"]}
+                    for row in groups.filter(rejected).select(["id", "paths", "reason", "error"]).to_pylist()
+                    for path in row["paths"]]
+        groups = groups.filter(pc.invert(rejected))
+    counts["skipped"] = len(skipped)
+    items = groups.select(ITEM_COLUMNS)
+    items = items.set_column(ITEM_COLUMNS.index("size"), "size", pc.fill_null(items["size"], 0))
+    return Plan(items, _batch_starts(items["size"].to_numpy(), max_items, max_bytes), duplicates, skipped, counts)
 
 
 def split_failed(items: list[dict], error: BaseException) -> list[list[dict]]:
@@ -120,23 +190,39 @@ def split_failed(items: list[dict], error: BaseException) -> list[list[dict]]:
     return [[{**item, "status": "rejected", "reason": f"stored verbatim: coding it failed its batch every time ({why})"}]]
 
 
-def account(catalog: list[dict], index: dict[str, tuple[str, str, str]], skipped: list[dict]) -> dict:
-    """Where every catalog file ended up: the stored kinds (shards.KINDS) + skipped + duplicate must equal the
-    catalog (shards.accounted)."""
-    counts = {"files": len(catalog), **dict.fromkeys(shards.KINDS, 0), "duplicate": 0, "skipped": 0}
-    skipped_paths = {entry["path"] for entry in skipped}
-    seen: set[str] = set()
-    missing = []
-    for row in catalog:
-        entry = index.get(row["path"])
-        if entry is not None and entry[0] == row["id"]:
-            counts["duplicate" if entry[0] in seen else entry[2]] += 1
-            seen.add(entry[0])
-        elif row["path"] in skipped_paths:
-            counts["skipped"] += 1
-        else:
-            missing.append(row["path"])
-    return {**counts, "missing": missing}
+def _add_kinds(counts: dict[str, int], kinds: pa.Array) -> None:
+    for kind, n in zip(*pc.value_counts(kinds).flatten()):
+        counts[kind.as_py()] += n.as_py()
+
+
+def _group_by_id(parts: list[pa.Table]) -> pa.Table:
+    """One row per id of the not-yet-stored catalog rows, in the order ids first appear: its paths, and the columns
+    of its first row that is not a catalog duplicate (else of its first row)."""
+    described = ["size", "status", "format", "error", "reason"]
+    if not parts:
+        return pa.table({"id": pa.array([], pa.string()), "paths": pa.array([], pa.list_(pa.string())),
+                         "size": pa.array([], pa.int64()), **{c: pa.array([], pa.string()) for c in described[1:]}})
+    rows = pa.concat_tables(parts)
+    # That row first, then the others in catalog order (the worker reads an item from its first path).
+    rows = rows.append_column("_dup", pc.fill_null(pc.equal(rows["status"], "duplicate"), False))
+    rows = rows.sort_by([("_dup", "ascending"), ("_n", "ascending")])
+    groups = rows.group_by("id", use_threads=False).aggregate(
+        [("path", "list"), ("_n", "min"), *((c, "first") for c in described)])
+    groups = groups.sort_by("_n_min").select(["id", "path_list", *(f"{c}_first" for c in described)])
+    return groups.rename_columns(["id", "paths", *described])
+
+
+def _batch_starts(sizes: np.ndarray, max_items: int, max_bytes: int) -> np.ndarray:
+    """Where each batch begins: a batch closes at ``max_items`` items or before the item that would take it past
+    ``max_bytes`` (a single larger item gets a batch alone)."""
+    starts, count, total = [], max_items, 0
+    for n, size in enumerate(sizes.tolist()):
+        if count >= max_items or total + size > max_bytes:
+            starts.append(n)
+            count = total = 0
+        count += 1
+        total += size
+    return np.array(starts, dtype=np.int64)
 
 
 def plan_decompress(index: dict[str, tuple[str, str, str]]) -> tuple[dict[str, dict[str, list[str]]], int, list[str]]:

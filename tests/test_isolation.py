@@ -12,7 +12,7 @@ from hostile import photo
 from sae_model import Codec
 from tasks import compress as units
 from tasks import shards
-from tasks.plan import account
+from tasks.commit import tally
 
 
 class Failing:
@@ -73,10 +73,9 @@ def test_unreadable_and_changed_items_are_skipped_with_a_reason_and_the_rest_sto
     skipped = {entry["path"]: entry["reason"] for entry in result["skipped"]}
     assert set(skipped) == {"img1.png", "img2.png"} and "run ingest again" in skipped["img2.png"]
     assert len(result["problems"]) == 2
-    catalog = [{"path": item["paths"][0], "id": item["id"]} for item in items]
-    index = {item["paths"][0]: (item["id"], "s", item["kind"]) for item in result["items"]}
-    counts = account(catalog, index, result["skipped"])
-    assert counts["coded"] + counts["passthrough"] + counts["skipped"] + counts["duplicate"] == counts["files"] == 4
+    counts = {"files": 4, **dict.fromkeys(shards.KINDS, 0), "duplicate": 0, "skipped": 0}
+    tally(counts, result["items"], result["skipped"])
+    assert shards.accounted(counts) == counts["files"] == 4
 
 
 def test_a_row_that_cannot_be_rebuilt_fails_alone(batch, monkeypatch):

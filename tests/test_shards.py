@@ -1,4 +1,4 @@
-"""Shard files, garbage collection, the writer's lock, and the planning/accounting the driver does."""
+"""Shard files, garbage collection and the writer's lock (planning and accounting: tests/test_plan.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,6 @@ import zlib
 import pytest
 
 from tasks import compress as units
-from tasks import plan as planning
 from tasks import shards, txlog
 
 
@@ -220,34 +219,3 @@ def test_each_output_path_is_written_alone_and_long_names_are_shortened(coded_sh
 def test_unsafe_paths_are_refused(path):
     with pytest.raises(units.ItemError):
         units.safe_relative(path)
-
-
-def _catalog(*rows):
-    keys = ("path", "id", "status", "size")
-    return [dict(zip(keys, row), format=None, reason="why", error=None) for row in rows]
-
-
-@pytest.mark.parametrize("skip_rejected", [False, True])
-def test_plan_batches_duplicates_skips_and_accounting(skip_rejected):
-    catalog = _catalog(("a", "1", "ok", 10), ("b", "2", "ok", 10), ("c", "1", "duplicate", 10),
-                       ("d", "3", "rejected", 10), ("e", "4", "ok", 100), ("f", None, "rejected", 5))
-    plan = planning.plan_job(catalog, {}, skip_rejected, max_items=2, max_bytes=50)
-    stored = [item for batch in plan["batches"] for item in batch]
-    assert [len(b) for b in plan["batches"]] == ([2, 1] if skip_rejected else [2, 1, 1])
-    assert {i["id"]: i["paths"] for i in stored}["1"] == ["a", "c"]
-    assert {e["path"] for e in plan["skipped"]} == ({"d", "f"} if skip_rejected else {"f"})
-    index = {p: (i["id"], "s", "passthrough" if i["status"] == "rejected" else "coded")
-             for i in stored for p in i["paths"]}
-    counts = planning.account(catalog, index, plan["skipped"])
-    assert counts["coded"] + counts["passthrough"] + counts["skipped"] + counts["duplicate"] == len(catalog)
-    assert counts["duplicate"] == 1 and counts["missing"] == []
-    assert planning.account(catalog, {}, [])["missing"] == [r["path"] for r in catalog]
-
-
-def test_plan_of_a_grown_catalog_adds_only_new_content():
-    index = {"a": ("1", "s1", "coded"), "b": ("2", "s1", "coded")}
-    catalog = _catalog(("a", "1", "ok", 1), ("b", "2", "ok", 1), ("g", "1", "ok", 1), ("h", "9", "ok", 1),
-                       ("b2", "2", "ok", 1))
-    plan = planning.plan_job(catalog, index, False, 10, 10**6)
-    assert [[i["id"] for i in b] for b in plan["batches"]] == [["9"]]
-    assert {(e["path"], e["shard"]) for e in plan["duplicates"]} == {("g", "s1"), ("b2", "s1")}
