@@ -3,6 +3,10 @@
     python bench/rd.py ../shared/data/dev-images [--out bench/results] [--quick] [--tools] [--no-ablation]
 
 Only images NOT used to train the shipped model are used (sae_model.pretrained.TRAIN_FILES).
+Every codec codes the pixels only: the images' ICC profiles are dropped first (Pillow's JPEG,
+WebP and JPEG 2000 writers drop them, AVIF and saepress would store them: skimage_astronaut's
+3 KB profile is a fifth of its low-rate saepress file). Without --crop: full-size images.
+References: evaluate.REFERENCES and JPEG XL (libjxl effort 7, evaluate.BENCH_REFERENCES).
 Writes rd.json and rd.png (and ablation.json, tools.json) under --out and prints the tables.
 BD-rates over the whole overlap (~0.1-2.5 bpp) and over LOW_RATES only.
 """
@@ -27,7 +31,7 @@ from sae_model import Codec, EncoderSettings, TrainConfig, Trainer, evaluate, sa
 from sae_model.pretrained import TRAIN_FILES, held_out  # noqa: E402
 
 LOW_RATES = (0.1, 0.6)
-REFS = ("jpeg", "webp", "jpeg2000", "avif")
+REFS = ("jpeg", "webp", "jpeg2000", "avif", "jpegxl")
 # format v3's coding tools, each alone and together (bench --tools)
 TOOL_ROWS = {"no v3 tool": dict(smooth=False, cfl=False, restoration=False),
              "DC-smooth prediction": dict(cfl=False, restoration=False),
@@ -69,6 +73,7 @@ def main(argv=None) -> None:
     images = [Image.open(p).convert("RGB") for p in paths]
     for im, p in zip(images, paths):
         im.filename = p.name
+        im.info.pop("icc_profile", None)
     if args.quick:
         images = [_crop(im, 384) for im in images[1::3]]
     elif args.crop:
@@ -78,7 +83,7 @@ def main(argv=None) -> None:
     curves = []
     t0 = time.perf_counter()
     curves += evaluate.codec_curve(codec, images, evaluate.QUALITIES["saepress"])
-    for name in evaluate.REFERENCES:
+    for name in evaluate.REFERENCES + evaluate.BENCH_REFERENCES:
         curves += evaluate.reference_curve(name, images, evaluate.QUALITIES[name])
     summary = evaluate.summarise(curves)
     print(f"({time.perf_counter() - t0:.0f}s)\n\nBD-rate (per image, averaged; negative = fewer bits than the row's reference)")

@@ -44,7 +44,7 @@ class Codec:
         self.config["K"] = int(weights["bases"].shape[0])
         self.arrays = _arrays(weights)
         t = self.arrays.tables
-        self.models = blockcoder.Models(t.ac, t.dc, t.esc, self.arrays.K)
+        self.models = blockcoder.Models(t.ac, t.dc, t.esc, t.eob, self.arrays.K)
 
     # ---- persistence ----
     @classmethod
@@ -192,7 +192,8 @@ def _quality(quality: int | None) -> int:
 def _arrays(w: dict) -> planes.ModelArrays:
     bases = w["bases"].double().numpy()
     tables = Tables(w["ac_table"].numpy().astype(np.int64), w["dc_table"].numpy().astype(np.int64),
-                    w["esc_table"].numpy().astype(np.int64))
+                    w["esc_table"].numpy().astype(np.int64),
+                    w["eob_table"].numpy().astype(np.int64) if "eob_table" in w else None)
     basis_t = np.rint(bases * (1 << postfilter.BASIS_SHIFT)).astype(np.int64).transpose(0, 2, 1)
     return planes.ModelArrays(bases=bases.astype(np.float32),
                               basis_t=np.ascontiguousarray(basis_t),

@@ -9,6 +9,8 @@ import numpy as np
 from PIL import Image
 
 REFERENCES = ("jpeg", "webp", "jpeg2000", "avif")
+# measured by bench/rd.py beside REFERENCES (slower to encode: not in every evaluation)
+BENCH_REFERENCES = ("jpegxl",)
 # Quality settings per codec that span the same PSNR range (BD-rate compares over the overlap), shared by
 # `saepress evaluate`, bench/rd.py and the training flow's validation.
 QUALITIES = {
@@ -17,6 +19,7 @@ QUALITIES = {
     "webp": (10, 20, 35, 50, 65, 80, 90, 95),
     "jpeg2000": (5, 15, 25, 35, 45, 55, 65, 75),
     "avif": (10, 25, 40, 55, 65, 75, 85, 92),
+    "jpegxl": (2, 8, 20, 35, 50, 70, 85, 93),  # libjxl quality ("level"), effort 7
 }
 
 
@@ -73,18 +76,23 @@ def codec_curve(codec, images, qualities, name: str = "saepress", settings=None)
 
 
 def reference_curve(name: str, images, qualities) -> list[dict]:
-    if name not in REFERENCES:
+    if name not in REFERENCES + BENCH_REFERENCES:
         raise ValueError(f"unknown reference codec {name!r}")
     out = []
     for image in images:
         label, im = _load(image)
         ref = np.asarray(im)
         for q in qualities:
-            buf = io.BytesIO()
-            _save_reference(name, im, q, buf)
-            data = buf.getvalue()
-            with Image.open(io.BytesIO(data)) as d:
-                dec = np.asarray(d.convert("RGB"))
+            if name == "jpegxl":
+                import imagecodecs  # lazy: only the benchmark measures JPEG XL
+                data = imagecodecs.jpegxl_encode(ref, level=q, effort=7, numthreads=1)
+                dec = imagecodecs.jpegxl_decode(data, numthreads=1)
+            else:
+                buf = io.BytesIO()
+                _save_reference(name, im, q, buf)
+                data = buf.getvalue()
+                with Image.open(io.BytesIO(data)) as d:
+                    dec = np.asarray(d.convert("RGB"))
             out.append(_record(name, label, q, len(data), ref, dec))
     return out
 

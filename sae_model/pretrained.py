@@ -44,11 +44,15 @@ def collect_counts(codec: Codec, images, qualities=FIT_QUALITIES) -> blockcoder.
 
 
 def fit_tables(codec: Codec, images, qualities=FIT_QUALITIES, prior_weight: float = 8.0) -> dict:
-    """Tables = counts + prior_weight * (current table's distribution), as integers."""
-    ac, dc, esc = collect_counts(codec, images, qualities).tables()
+    """Tables = counts + prior_weight * (current table's distribution), as integers (the eob
+    table of a model without one: counts + prior_weight * uniform)."""
+    counter = collect_counts(codec, images, qualities)
+    ac, dc, esc = counter.tables()
+    eob = counter.eob_table()
     out = {}
-    for name, counts in (("ac_table", ac), ("dc_table", dc), ("esc_table", esc)):
-        prior = codec.weights[name].numpy().astype(np.float64)
+    for name, counts in (("ac_table", ac), ("dc_table", dc), ("esc_table", esc), ("eob_table", eob)):
+        prior = (codec.weights[name].numpy().astype(np.float64) if name in codec.weights
+                 else np.ones(counts.shape))
         prior = prior / prior.sum(-1, keepdims=True)
         t = np.rint(4 * (counts + prior_weight * prior)).astype(np.int64)
         out[name] = torch.from_numpy(np.maximum(t, 1).astype(np.int32))

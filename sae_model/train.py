@@ -164,5 +164,5 @@ def _shipped_tables() -> dict | None:
     if not path.exists():
         return None
     w = torch.load(path, weights_only=True)
-    return {k: w[k] for k in ("ac_table", "dc_table", "esc_table")}
+    return {k: w[k] for k in ("ac_table", "dc_table", "esc_table", "eob_table") if k in w}
 

@@ -41,7 +41,7 @@ def test_every_readable_version_has_golden_streams():
     assert sae_model.FORMAT_VERSION == max(versions)
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_golden_streams_need_their_model(version):
     data = (GOLDEN / f"v{version}_rgb_24x20_q50.sae").read_bytes()
     with pytest.raises(ModelMismatchError):

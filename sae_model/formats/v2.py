@@ -25,7 +25,7 @@ def decode_tiles(codec, hd: bitstream.Header, payload: bytes):
     rects = list(bitstream.tile_rects(hd.width, hd.height, hd.tile))
     tiles = bitstream.unpack_tiles(payload, len(rects))
     for (y0, x0, th, tw), data in zip(rects, tiles):
-        dec = blockcoder.TileDecoder(codec.models, data)
+        dec = blockcoder.TileDecoder(codec.models, data, blockcoder.V3)
         rec = []
         for pc, s16, hb, wb in tile_planes(nc, hd.subsampled, th, tw, hd.step16, hd.chroma_ratio64):
             members, Q, dcq = dec.plane(pc, hb, wb, prior_buckets(arrays.sigma16, s16),

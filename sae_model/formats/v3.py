@@ -1,4 +1,4 @@
-"""Format v3 payload (written now): v2's symbols, coded after prediction, then a restoration filter.
+"""Format v3 payload (format v4 writes it with other contexts: formats/v4.py): v2's symbols, coded after prediction, then a restoration filter.
 
 Payload: one byte of prediction tools (bit 0 DC-smooth, bit 1 chroma from luma; the encoder
 leaves a tool out only for comparisons), the restoration section (restore.py: per plane a
@@ -76,9 +76,10 @@ def _filter_inputs(recs, sub):
     return [(c16[0], c16[0])] + [(c, aux) for c in c16[1:]]
 
 
-def encode_payload(codec, hd: bitstream.Header, tiles, settings) -> bytes:
+def encode_payload(codec, hd: bitstream.Header, tiles, settings, contexts=blockcoder.V3) -> bytes:
     """tiles: per tile (raster order) its planes' levels, each with its source plane, analysed
-    with settings (encoder.analyse, encoder.EncoderSettings)."""
+    with settings (encoder.analyse, encoder.EncoderSettings); contexts: the symbol layer's
+    (blockcoder.V4 for format v4, whose payload is v3's with other contexts)."""
     tl = tools(settings.smooth, settings.cfl)
     nc = 1 if hd.mode in ("L", "LA") else 3
     shapes = restore.layout(nc)
@@ -87,7 +88,7 @@ def encode_payload(codec, hd: bitstream.Header, tiles, settings) -> bytes:
     count = [np.zeros(len(e) + 1, np.int64) for _, _, e in shapes]
     data = []
     for levels in tiles:
-        data.append(blockcoder.encode_tile(codec.models, levels))
+        data.append(blockcoder.encode_tile(codec.models, levels, contexts))
         recs = _tile_recs(tl, codec.arrays.basis_t, hd, [(_step16(hd, p.pc), p.hb, p.wb, p.members, p.Q, p.dcq)
                                                      for p in levels])
         for i, (rec, (c16, a16), (taps, ctaps, edges), p) in enumerate(
@@ -99,8 +100,9 @@ def encode_payload(codec, hd: bitstream.Header, tiles, settings) -> bytes:
     return bytes([tl]) + restore.serialise(filters) + bitstream.pack_tiles(data)
 
 
-def decode_tiles(codec, hd: bitstream.Header, payload: bytes):
-    """Yield (y0, x0, (th, tw, 1 or 3) uint8 pixels) of each tile of a v3 payload."""
+def decode_tiles(codec, hd: bitstream.Header, payload: bytes, contexts=blockcoder.V3):
+    """Yield (y0, x0, (th, tw, 1 or 3) uint8 pixels) of each tile of a v3 payload (contexts: see
+    encode_payload)."""
     arrays = codec.arrays
     nc = 1 if hd.mode in ("L", "LA") else 3
     if not payload or payload[0] & ~ALL_TOOLS:
@@ -111,7 +113,7 @@ def decode_tiles(codec, hd: bitstream.Header, payload: bytes):
     rects = list(bitstream.tile_rects(hd.width, hd.height, hd.tile))
     tiles = bitstream.unpack_tiles(payload[used:], len(rects))
     for (y0, x0, th, tw), data in zip(rects, tiles):
-        dec = blockcoder.TileDecoder(codec.models, data)
+        dec = blockcoder.TileDecoder(codec.models, data, contexts)
         planes = []
         for pc, s16, hb, wb in tile_planes(nc, hd.subsampled, th, tw, hd.step16, hd.chroma_ratio64):
             planes.append((s16, hb, wb) + dec.plane(pc, hb, wb, prior_buckets(arrays.sigma16, s16),
