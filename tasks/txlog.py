@@ -293,9 +293,10 @@ def _known(root: str, newest: dict | None) -> dict | None:
 
 
 def _remember(root: str, file: dict, state: dict) -> None:
-    # Copies of what callers go on changing: the lists they append to and a job's entry, updated in place while it
-    # runs. Shard, index and skipped entries are never changed once listed, so they are shared, not copied.
-    snapshot = {**state, **{key: list(state[key]) for key in LISTS},
+    # Copies of everything a caller may go on changing (a job's entry while it runs, an entry fixed after reading):
+    # a change made in place to a shared entry would compare equal to itself and never be committed. Entries are
+    # flat dicts, so a shallow copy of each owns it (~25 ms per commit at 78,000 shards).
+    snapshot = {**state, **{key: [dict(entry) for entry in state[key]] for key in LISTS},
                 **{key: copy.deepcopy(state[key]) for key in ("jobs", "models", "totals")}}
     _last.clear()  # one set at a time is written; do not hold every set's state a long-lived process touched
     _last[root] = (file["path"].rstrip("/"), file["size"], snapshot)

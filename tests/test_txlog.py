@@ -62,6 +62,16 @@ def test_a_job_entry_changed_in_place_is_committed(tmp_path):
     assert txlog.read_manifest(fs, root)["jobs"] == [{"job": "j", "finished": "now"}]
 
 
+def test_a_shard_entry_changed_in_place_after_reading_is_committed(tmp_path):
+    fs, root = shards.open_dir(str(tmp_path))
+    _grow(fs, root, 3)
+    state = txlog.read_manifest(fs, root)
+    state["shards"][1]["sha256"] = "f" * 64
+    txlog.write_manifest(fs, root, state)
+    assert not txlog.log_files(fs, root)[4]["checkpoint"]
+    assert txlog.read_manifest(fs, root)["shards"][1]["sha256"] == "f" * 64
+
+
 def test_a_writer_that_did_not_see_the_newest_generation_writes_a_checkpoint(tmp_path):
     fs, root = shards.open_dir(str(tmp_path))
     state = _grow(fs, root, 3)
