@@ -89,8 +89,9 @@ def check_shard_set(sharddir: str, decode: bool = False) -> dict[str, Any]:
     # Every id an index row names, winning or not: content a later job stored again at its path is history.
     indexed: set[str] = set()
     try:
-        index = shards.read_index(fs, root, manifest)
-        indexed.update(shards.index_table(fs, root, manifest, history=True)["id"].to_pylist())
+        history = shards.index_table(fs, root, manifest, history=True)  # the index files are read once
+        indexed.update(history["id"].to_pylist())
+        index = shards.index_mapping(shards.winners(history))
     except (OSError, ValueError) as exc:
         index = {}
         problems.append(f"corrupt: an index file is unreadable ({exc})")

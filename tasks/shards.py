@@ -346,22 +346,31 @@ def _parts(manifest: dict) -> list[dict]:
 
 def index_table(fs: fsspec.AbstractFileSystem, root: str, manifest: dict, history: bool = False) -> pa.Table:
     """The index as one Arrow table sorted by path: for each path the row that wins (the last one listed), or with
-    ``history`` every row, a path's rows in the order they were listed (the last one wins)."""
+    ``history`` every row, a path's rows in the order they were listed (the last one wins; column ``seq``)."""
     tables = [read_shard(fs, f"{root}/{entry['name']}", columns=INDEX_SCHEMA.names) for entry in _parts(manifest)]
     table = pa.concat_tables([t.cast(INDEX_SCHEMA) for t in tables]) if tables else INDEX_SCHEMA.empty_table()
     table = table.append_column("seq", pa.array(range(table.num_rows), pa.int64()))
     table = table.sort_by([("path", "ascending"), ("seq", "ascending")])
-    if history or table.num_rows < 2:
-        return table.drop_columns("seq") if not history else table
-    paths = table["path"]
-    last = pc.not_equal(paths.slice(0, table.num_rows - 1), paths.slice(1))
-    return table.filter(pa.concat_arrays([last.combine_chunks(), pa.array([True])])).drop_columns("seq")
+    return table if history else winners(table)
+
+
+def winners(history: pa.Table) -> pa.Table:
+    """The row that wins for each path of a history table (index_table's ``history``), without ``seq``."""
+    if history.num_rows < 2:
+        return history.drop_columns("seq")
+    paths = history["path"]
+    last = pc.not_equal(paths.slice(0, history.num_rows - 1), paths.slice(1))
+    return history.filter(pa.concat_arrays([last.combine_chunks(), pa.array([True])])).drop_columns("seq")
+
+
+def index_mapping(table: pa.Table) -> dict[str, tuple[str, str, str]]:
+    """path -> (id, shard, kind) of an index table."""
+    return dict(zip(table["path"].to_pylist(), zip(*(table[c].to_pylist() for c in INDEX_SCHEMA.names[1:]))))
 
 
 def read_index(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict[str, tuple[str, str, str]]:
     """path -> (id, shard, kind) over every index file of the manifest, later files winning."""
-    table = index_table(fs, root, manifest)
-    return dict(zip(table["path"].to_pylist(), zip(*(table[c].to_pylist() for c in INDEX_SCHEMA.names[1:]))))
+    return index_mapping(index_table(fs, root, manifest))
 
 
 def compact_index(fs: fsspec.AbstractFileSystem, root: str, manifest: dict) -> dict | None:
