@@ -4,7 +4,7 @@ All integers are little-endian. A stream is::
 
     offset size  field
     0      4     magic b"SAEP"
-    4      1     format version (4; 3 before v4's contexts, 2 before prediction and restoration, 1 before the compiled coder)
+    4      1     format version (5; 4 before v5's DC order, 3 before v4's contexts, 2 before prediction and restoration, 1 before the compiled coder)
     5      32    model fingerprint: sha256 of the model's weights file
     37     4     width  (u32, 1..MAX_SIDE)
     41     4     height (u32, 1..MAX_SIDE)
@@ -44,7 +44,7 @@ import numpy as np
 from .errors import CorruptStreamError, UnsupportedVersionError
 
 MAGIC = b"SAEP"
-FORMAT_VERSION = 4  # written; every version up to it is read (formats.DECODERS)
+FORMAT_VERSION = 5  # written; every version up to it is read (formats.DECODERS)
 READABLE_VERSIONS = tuple(range(1, FORMAT_VERSION + 1))
 MAX_SIDE = 1 << 20
 MAX_PIXELS = 1 << 28

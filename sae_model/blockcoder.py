@@ -30,6 +30,11 @@ carry more of what a tile's models would otherwise have to learn:
      eob of the plane is known before the AC) reaches past this band: 0 (not), 1 (by 1-2 bands),
      2 (by more); to_eob edges (1, 3): 0 = this band is the block's last;
   DC: eob bucket edges (1, 4): a block without AC is its own bucket.
+
+Format v5 (contexts=V5) codes v4's symbols in v4's order under v4's contexts, except step 3:
+the DC grid block by block in raster order, each mean minus gap_predict (a gradient-adjusted
+prediction from the means above and to the left), context = gradient bucket * N_EOB_BUCKET +
+eob bucket; one block per code_batch call, as each prediction needs the mean just decoded.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from .tables import ALPHABET, ESC, ESC_BITS
 
 N_EOB_CTX = 4
 N_EOB_CTX_V4 = 16
-V3, V4 = 0, 1  # the contexts of code_plane: V3 for formats v2 and v3, V4 for format v4
+V3, V4, V5 = 0, 1, 2  # the contexts of code_plane: V3 for formats v2 and v3, V4 for v4, V5 for v5
 UNIFORM_COUNT = 16
 AC_ESC_ROW, DC_ESC_ROW = N_AC_CTX, N_DC_CTX  # the escape model: one row past the contexts
 # rank r -> value: 0, 1, -1, 2, -2, ...; RANK_ORDER[r] is the v1 table column (value + ESC)
@@ -173,7 +178,10 @@ def code_plane(mode, contexts, st, buf, ac, dc, eobm, memm, hb, wb, pb, members,
                 Q[b, p] = v
                 cumabs[b] += abs(v)
                 nnz[b] += v != 0
-    _code_dc(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals, 0 if contexts == V3 else 1)
+    if contexts == V5:
+        _code_dc_raster(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals)
+    else:
+        _code_dc(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals, 0 if contexts == V3 else 1)
 
 
 @njit(cache=True)
@@ -262,6 +270,66 @@ def _code_dc(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals, eob_edge=0
         s //= 2
 
 
+# gradient-adjusted prediction (CALIC's GAP) thresholds on the DC grid's gradient difference
+GAP_SHARP, GAP_STRONG, GAP_WEAK = 80, 32, 8
+
+
+@njit(cache=True)
+def gap_predict(G, i, j, origin):
+    """Format v5's prediction of the block mean G[i, j] from the decoded means before it in
+    raster order, and its context bucket 0..N_SPREAD-1 of the local gradient (integers only)."""
+    hb, wb = G.shape
+    if i == 0 and j == 0:
+        return origin, 0
+    W = G[i, j - 1] if j > 0 else G[i - 1, j]
+    N = G[i - 1, j] if i > 0 else W
+    NW = G[i - 1, j - 1] if i > 0 and j > 0 else N
+    NE = G[i - 1, j + 1] if i > 0 and j + 1 < wb else N
+    WW = G[i, j - 2] if j > 1 else W
+    NN = G[i - 2, j] if i > 1 else N
+    NNE = G[i - 2, j + 1] if i > 1 and j + 1 < wb else NE
+    dh = abs(W - WW) + abs(N - NW) + abs(N - NE)  # horizontal gradient: an edge running down
+    dv = abs(W - NW) + abs(N - NN) + abs(NE - NNE)
+    b8 = 4 * (W + N) + 2 * (NE - NW)  # 8 x the smooth-surface prediction
+    if dv - dh > GAP_SHARP:
+        p8 = 8 * W
+    elif dh - dv > GAP_SHARP:
+        p8 = 8 * N
+    elif dv - dh > GAP_STRONG:
+        p8 = (b8 + 8 * W) // 2
+    elif dv - dh > GAP_WEAK:
+        p8 = (3 * b8 + 8 * W) // 4
+    elif dh - dv > GAP_STRONG:
+        p8 = (b8 + 8 * N) // 2
+    elif dh - dv > GAP_WEAK:
+        p8 = (3 * b8 + 8 * N) // 4
+    else:
+        p8 = b8
+    act = abs(W - NW) + abs(N - NW) + abs(N - NE)
+    bucket = 0
+    while bucket < N_SPREAD - 1 and act >= (2 << bucket):
+        bucket += 1
+    return (p8 + 4) >> 3, bucket
+
+
+@njit(cache=True)
+def _code_dc_raster(mode, st, buf, dc, hb, wb, eob, dcq, origin, ctxs, vals):
+    """Format v5's DC: block by block in raster order, each mean minus gap_predict's value,
+    context = gradient bucket * N_EOB_BUCKET + eob bucket (edges 1, 4)."""
+    dc_c, dc_cum, dc_m = dc
+    G = dcq.reshape(hb, wb)
+    for i in range(hb):
+        for j in range(wb):
+            pred, bucket = gap_predict(G, i, j, origin)
+            e = eob[i * wb + j]
+            ctxs[0] = bucket * N_EOB_BUCKET + int(e >= 1) + int(e >= 4)
+            vals[0] = G[i, j] - pred
+            rc.code_batch(mode, st, buf, dc_c, dc_cum, dc_m, ctxs[:1], vals[:1], True, DC_ESC_ROW)
+            if st[rc.S_ERROR]:
+                return
+            G[i, j] = pred + vals[0]
+
+
 class Models:
     """A codec's start-of-tile model state (built once per codec from its count tables)."""
 
@@ -277,6 +345,7 @@ class Models:
         self.kinds = {V3: ac_dc + (rc.Model.uniform((2, N_EOB_CTX), NBANDS + 1, UNIFORM_COUNT), member),
                       V4: ac_dc + (rc.Model.uniform((2, N_EOB_CTX_V4), NBANDS + 1, UNIFORM_COUNT) if eob is None
                                    else rc.Model(rc.Model.start_counts(eob, np.arange(NBANDS + 1))), member)}
+        self.kinds[V5] = self.kinds[V4]  # v5 differs in the DC contexts only: the same table layout
 
     def fresh(self, contexts: int) -> list:
         """Per plane class: the 4 models code_plane takes, as private copies."""
@@ -317,7 +386,7 @@ class TileDecoder:
 
 
 class SymbolCounter:
-    """Counts (context, symbol) pairs under the contexts of the written format (V4), in the
+    """Counts (context, symbol) pairs under the contexts of the written format (V5), in the
     model file's table layout: fits a model's tables."""
 
     def __init__(self, K: int):
@@ -328,7 +397,7 @@ class SymbolCounter:
     def add(self, p: PlaneLevels) -> None:
         def tally(counts):  # COUNT mode touches only the counts
             return counts, np.zeros((1, 1), np.int32), np.zeros((1, 2), np.int32)
-        code_plane(COUNT, V4, rc.new_encoder(), np.zeros(0, np.uint8), tally(self.counts[0][p.pc]),
+        code_plane(COUNT, V5, rc.new_encoder(), np.zeros(0, np.uint8), tally(self.counts[0][p.pc]),
                    tally(self.counts[1][p.pc]), tally(self.eob[p.pc]), tally(np.zeros((1, self.K), np.int32)),
                    p.hb, p.wb, p.pb, p.members.copy(), p.Q, p.dcq.copy(), p.origin)
 

@@ -34,7 +34,7 @@ def patch(data: bytes, offset: int, fmt: str, value) -> bytes:
 
 
 def test_layout(stream, codec):
-    assert stream[:4] == b"SAEP" and stream[4] == sae_model.FORMAT_VERSION == 4
+    assert stream[:4] == b"SAEP" and stream[4] == sae_model.FORMAT_VERSION == 5
     assert stream[5:37].hex() == codec.fingerprint
     assert struct.unpack_from("<II", stream, 37) == (24, 20)
     assert zlib.crc32(stream[:-4]) == struct.unpack("<I", stream[-4:])[0]
@@ -54,7 +54,7 @@ def test_bad_magic(codec, stream):
 
 def test_unsupported_version(codec, stream):
     with pytest.raises(UnsupportedVersionError):
-        codec.decode(stream[:4] + b"\x05" + stream[5:])
+        codec.decode(stream[:4] + b"\x06" + stream[5:])
     with pytest.raises(UnsupportedVersionError):
         sae_model.read_header(stream[:4] + b"\x07" + stream[5:])
 

@@ -148,7 +148,7 @@ def test_deterministic_bytes(codec):
 def test_read_header(codec):
     data = codec.encode(photo(7, 13), quality=50)
     h = sae_model.read_header(data)
-    assert (h.width, h.height, h.mode, h.format_version) == (13, 7, "RGB", sae_model.FORMAT_VERSION) == (13, 7, "RGB", 4)
+    assert (h.width, h.height, h.mode, h.format_version) == (13, 7, "RGB", sae_model.FORMAT_VERSION) == (13, 7, "RGB", 5)
     assert h.fingerprint == codec.fingerprint
 
 

@@ -11,9 +11,9 @@ golden streams).
 from __future__ import annotations
 
 from .. import bitstream
-from . import v1, v2, v3, v4
+from . import v1, v2, v3, v4, v5
 
-DECODERS = {1: v1, 2: v2, 3: v3, 4: v4}
+DECODERS = {1: v1, 2: v2, 3: v3, 4: v4, 5: v5}
 WRITER = DECODERS[bitstream.FORMAT_VERSION]
 
 

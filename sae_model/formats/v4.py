@@ -1,5 +1,6 @@
-"""Format v4 payload (written now): format v3's payload, byte for byte the same layout, with the
-symbol layer's v4 contexts (blockcoder.py, contexts=V4).
+"""Format v4 payload (format v5 codes its block means another way: formats/v5.py): format
+v3's payload, byte for byte the same layout, with the symbol layer's v4 contexts
+(blockcoder.py, contexts=V4).
 
 Payload: the tools byte, the restoration section and the tiles exactly as formats/v3.py
 documents them, and the same reconstruction. Each tile's range-coder stream holds the same
