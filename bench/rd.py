@@ -3,7 +3,7 @@
     python bench/rd.py ../shared/data/dev-images [--out bench/results] [--quick] [--tools] [--no-ablation]
 
 Only images NOT used to train the shipped model are used (sae_model.pretrained.TRAIN_FILES).
-Every codec codes the pixels only: the images' ICC profiles are dropped first (Pillow's JPEG,
+Every codec codes the pixels only (sae_model.evaluate drops the images' ICC profiles: Pillow's JPEG,
 WebP and JPEG 2000 writers drop them, AVIF and saepress would store them: skimage_astronaut's
 3 KB profile is a fifth of its low-rate saepress file). Without --crop: full-size images.
 References: evaluate.REFERENCES and JPEG XL (libjxl effort 7, evaluate.BENCH_REFERENCES).
@@ -73,7 +73,6 @@ def main(argv=None) -> None:
     images = [Image.open(p).convert("RGB") for p in paths]
     for im, p in zip(images, paths):
         im.filename = p.name
-        im.info.pop("icc_profile", None)
     if args.quick:
         images = [_crop(im, 384) for im in images[1::3]]
     elif args.crop:

@@ -32,3 +32,17 @@ def test_evaluate_names_each_image_and_reports_one_row_per_image_and_the_mean(tm
     assert float(rows["mean"][0].rstrip("%")) == round(sum(finite) / len(finite), 1)
     for name in names:
         assert float(rows[name][0].rstrip("%")) == round(per_image[name], 1)
+
+
+def test_every_codec_is_charged_for_the_pixels_only_not_for_an_icc_profile():
+    """Pillow's JPEG writer drops an ICC profile, saepress and AVIF keep it: a profile must not count against them."""
+    from sae_model import Codec
+    from sae_model import evaluate as rd
+
+    plain = textured(3)
+    tagged = plain.copy()
+    tagged.info["icc_profile"] = bytes(range(256)) * 12  # 3 KB, as skimage_astronaut's
+    codec = Codec.pretrained()
+    for curve in (lambda im: rd.codec_curve(codec, [im], (50,)), lambda im: rd.reference_curve("avif", [im], (50,))):
+        assert [r["bytes"] for r in curve(tagged)] == [r["bytes"] for r in curve(plain)]
+    assert tagged.info["icc_profile"], "the caller's image is left as it was"
