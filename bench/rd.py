@@ -175,8 +175,10 @@ def _bd(curves, ref, test, bpp_range=None) -> float:
 
 
 def _crop(im, s):
+    """The centre s x s of im, or as much of it as the image has (Pillow pads a larger box with black)."""
     w, h = im.size
-    c = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    sw, sh = min(s, w), min(s, h)
+    c = im.crop(((w - sw) // 2, (h - sh) // 2, (w - sw) // 2 + sw, (h - sh) // 2 + sh))
     c.filename = im.filename
     return c
 
