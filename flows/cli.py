@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", "rate-distortion of saepress vs JPEG, WebP, JPEG 2000 and AVIF on a folder",
                 "Measures real bytes and RGB PSNR at several qualities, prints a BD-rate table vs JPEG and\n"
-                "writes rd.json and rd.png to --out.", _evaluate)
+                "writes rd.json and rd.png to --out. Every codec codes the pixels only (ICC profiles and\n"
+                "other metadata are left out of every file), so the bytes compare like with like.", _evaluate)
     p.add_argument("images", metavar="IMAGES_DIR")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--model", metavar="URI_OR_PATH", help="default: the model shipped with saepress")
