@@ -106,7 +106,7 @@ def main(argv=None) -> None:
     if args.quick or args.subset:
         images = images[1::3]  # rd.py --quick's selection
     if args.quick:
-        images = [rd._crop(im, 384) for im in images]
+        images = [evaluate.centre_crop(im, 384) for im in images]
     print(f"{len(images)} held-out images{' (384x384 crops)' if args.quick else ''}: "
           f"{', '.join(im.filename for im in images)}")
     rows = ablation_table(images, args.quick, args.images_dir)

@@ -74,9 +74,9 @@ def main(argv=None) -> None:
     for im, p in zip(images, paths):
         im.filename = p.name
     if args.quick:
-        images = [_crop(im, 384) for im in images[1::3]]
+        images = [evaluate.centre_crop(im, 384) for im in images[1::3]]
     elif args.crop:
-        images = [_crop(im, args.crop) for im in images]
+        images = [evaluate.centre_crop(im, args.crop) for im in images]
     print(f"{len(images)} held-out images: {', '.join(im.filename for im in images)}")
     codec = Codec.pretrained()
     curves = []
@@ -172,15 +172,6 @@ def _bd(curves, ref, test, bpp_range=None) -> float:
         if np.isfinite(v):
             vals.append(v)
     return float(np.mean(vals)) if vals else float("nan")
-
-
-def _crop(im, s):
-    """The centre s x s of im, or as much of it as the image has (Pillow pads a larger box with black)."""
-    w, h = im.size
-    sw, sh = min(s, w), min(s, h)
-    c = im.crop(((w - sw) // 2, (h - sh) // 2, (w - sw) // 2 + sw, (h - sh) // 2 + sh))
-    c.filename = im.filename
-    return c
 
 
 if __name__ == "__main__":

@@ -67,6 +67,16 @@ def _load(image) -> tuple[str, Image.Image]:
     return label, rgb
 
 
+def centre_crop(image: Image.Image, size: int) -> Image.Image:
+    """The centre size x size of image, or as much of it as the image has (Pillow pads a larger box with black);
+    the crop keeps the image's .filename, which tells images apart in a summary."""
+    w, h = min(size, image.width), min(size, image.height)
+    left, top = (image.width - w) // 2, (image.height - h) // 2
+    crop = image.crop((left, top, left + w, top + h))
+    crop.filename = getattr(image, "filename", "")
+    return crop
+
+
 def codec_curve(codec, images, qualities, name: str = "saepress", settings=None) -> list[dict]:
     """settings: an encoder.EncoderSettings (None: the codec's defaults)."""
     out = []

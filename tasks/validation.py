@@ -39,10 +39,8 @@ def decode_validation_images(files: list[tuple[str, bytes]], crop: int | None) -
     for name, data in files:
         # metadata.upright, not ImageOps.exif_transpose: EXIF Pillow cannot write back must not stop training.
         image = metadata.upright(Image.open(io.BytesIO(data))).image.convert("RGB")
-        if crop and (image.width > crop or image.height > crop):
-            w, h = min(crop, image.width), min(crop, image.height)
-            left, top = (image.width - w) // 2, (image.height - h) // 2
-            image = image.crop((left, top, left + w, top + h))
+        if crop:
+            image = evaluate.centre_crop(image, crop)
         # sae_model.evaluate tells images apart by .filename (for the per-image BD-rate); converted copies lose it.
         image.filename = name
         images.append(image)
